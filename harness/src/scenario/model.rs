@@ -1,0 +1,217 @@
+//! The typed model of a scenario suite, as the parser produces it and the runner consumes it.
+//!
+//! Every step and every template carries the [`Span`] it was read from, so a failure at run
+//! time can point back to `file:line:col` and underline the offending text.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A 1-based position in a scenario file, with the length (in characters) to underline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub line: u32,
+    pub col: u32,
+    pub len: u32,
+}
+
+/// A scenario or suite file: its path as the user named it (for display) and its text.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl SourceFile {
+    /// The text of the 1-based line `line`, without its line end.
+    pub fn line(&self, line: u32) -> Option<&str> {
+        self.text
+            .lines()
+            .nth((line as usize).checked_sub(1)?)
+            .map(|l| l.trim_end_matches('\r'))
+    }
+}
+
+/// `must` scenarios fail the run; `should` scenarios are reported but do not fail it unless
+/// the run is `--strict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Level {
+    #[default]
+    Must,
+    Should,
+}
+
+/// A folder of scenarios and its `suite.yaml` defaults.
+#[derive(Debug)]
+pub struct Suite {
+    /// The folder, as the user named it (or as found under a folder they named).
+    pub dir: PathBuf,
+    pub config: SuiteConfig,
+    /// Sorted by file name.
+    pub scenarios: Vec<Scenario>,
+}
+
+/// The contents of `suite.yaml`; every field has a default so the file is optional.
+#[derive(Debug, Clone)]
+pub struct SuiteConfig {
+    /// Protocol adapter name (`kv`, ...). Defaults to the folder name when it names a protocol.
+    pub protocol: Option<String>,
+    pub title: Option<String>,
+    /// Suite variables; overridden by a profile, then by `--var`.
+    pub vars: BTreeMap<String, String>,
+    /// Default deadline of every expectation (`timeout:`, default 2s).
+    pub timeout: Duration,
+    /// A message without a line end is complete after this much quiet (`quiet:`, default 200ms).
+    pub quiet: Duration,
+    /// Run this suite's scenarios one at a time.
+    pub serial: bool,
+    /// Points of a scenario that does not declare its own (default 1).
+    pub points: u32,
+    /// Tags added to every scenario of the suite.
+    pub tags: Vec<String>,
+    pub source: Option<Arc<SourceFile>>,
+}
+
+impl Default for SuiteConfig {
+    fn default() -> Self {
+        Self {
+            protocol: None,
+            title: None,
+            vars: BTreeMap::new(),
+            timeout: Duration::from_secs(2),
+            quiet: Duration::from_millis(200),
+            serial: false,
+            points: 1,
+            tags: Vec::new(),
+            source: None,
+        }
+    }
+}
+
+/// A profile file (`NAME.profile.yaml` in a suite folder, or any path given to `--profile`):
+/// variable overrides for a dialect, and the settings of the built-in reference server that
+/// match it.
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    pub name: String,
+    pub vars: BTreeMap<String, String>,
+    /// `reference:` settings passed to the protocol adapter when it starts the built-in
+    /// reference server (e.g. `dialect: course`).
+    pub reference: BTreeMap<String, String>,
+}
+
+/// One scenario file.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub id: String,
+    pub title: Option<String>,
+    pub spec: Option<String>,
+    pub tags: Vec<String>,
+    pub points: u32,
+    pub level: Level,
+    pub serial: bool,
+    /// Default deadline of this scenario's expectations (suite default if absent).
+    pub timeout: Duration,
+    pub quiet: Duration,
+    /// Scenario variables (override suite vars, are overridden by `--var`).
+    pub vars: BTreeMap<String, String>,
+    /// `xfail: reason`: the scenario is expected to fail (a known bug of the reference).
+    pub xfail: Option<String>,
+    /// `skip: reason`.
+    pub skip: Option<String>,
+    pub steps: Vec<Step>,
+    pub source: Arc<SourceFile>,
+    /// Where the scenario's `id:` is (or line 1, col 1).
+    pub span: Span,
+}
+
+/// One step, with the span of the whole step item (`- ...`).
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub kind: StepKind,
+    pub span: Span,
+}
+
+/// What a step does. `conn` is always resolved by the parser: a step that names no
+/// connection uses the connection of the nearest earlier step that named one, or `C`.
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    /// Open a connection explicitly (sends and expects open it implicitly too).
+    Connect { conn: String },
+    Send(Send),
+    Expect(Expect),
+    /// The peer must close the connection within the deadline, sending nothing more.
+    ExpectClose { conn: String, within: Option<Duration> },
+    /// Nothing may arrive on `conn` (or on any open connection when `None`) for `duration`.
+    ExpectSilence { conn: Option<String>, duration: Duration },
+    Sleep(Duration),
+    /// Close our side of the connection (TLS close_notify, then FIN).
+    Close { conn: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Send {
+    pub conn: String,
+    pub payload: Payload,
+    /// Split the bytes into several writes at these offsets (strictly increasing, each < len).
+    pub split: Vec<usize>,
+    /// Pause between the writes of a split send.
+    pub pause: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A text message: the template, then the suite's `line_end` var (default `\n`).
+    Line(Template),
+    /// Exactly the bytes the template expands to.
+    Bytes(Template),
+    /// The template expands to hex digits (whitespace ignored), sent as the bytes they encode.
+    Hex(Template),
+}
+
+#[derive(Debug, Clone)]
+pub struct Expect {
+    pub conn: String,
+    pub matcher: Matcher,
+    /// Deadline for this message; the scenario's `timeout` when absent.
+    pub within: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// The next message equals the expansion exactly.
+    Exact(Template),
+    /// The next message matches the regular expression (anchored at both ends) that the
+    /// template expands to; named groups `(?P<name>...)` become variables.
+    Regex(Template),
+    /// The next message's bytes equal the expansion (no line framing assumed).
+    Bytes(Template),
+    /// As `Bytes`, given as hex digits.
+    Hex(Template),
+}
+
+/// A string with `{{ ... }}` expressions, as written in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub parts: Vec<Part>,
+    /// Where the template text starts in the file (for carets).
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Lit(String),
+    Expr { expr: Expr, span: Span },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expr {
+    /// A variable: suite/profile/`--var`/capture, or the built-in `uniq`.
+    Var(String),
+    /// `'text'` or `"text"`.
+    Str(String),
+    Int(i64),
+    /// `name(arg, ...)`: `pbkdf2`, `crc32`, `hex`, `unhex`, `len`, `repeat`.
+    Call { name: String, args: Vec<Expr> },
+}

@@ -1,0 +1,3 @@
+//! The TLS key-value store protocol (`specs/kv-tls.md`).
+
+pub mod auth;

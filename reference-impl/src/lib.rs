@@ -1,0 +1,5 @@
+//! Reference implementations of the course protocols: pure codecs, in-process servers and
+//! clients. Servers are libraries first; the `reference` binary only parses flags.
+#![forbid(unsafe_code)]
+
+pub mod kv;

@@ -1,1 +1,26 @@
-//! x
+//! A conformance test harness and fuzzer for small TCP protocols.
+//!
+//! Data flows one way through the layers:
+//!
+//! ```text
+//! scenario/  YAML -> typed model with source spans (no I/O)
+//! load       finds suites and scenario files on disk, hands their text to scenario/
+//! protocol/  per-protocol adapters: transport, framing, reference server, vars
+//! transport/ tcp, tls
+//! run/       executes scenarios: connections, steps, deadlines, matching, captures
+//! report/    one stream of events -> human and JSON reporters
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod load;
+pub mod scenario;
+
+/// insta settings shared by every snapshot test of this crate: snapshots live in the
+/// repository's top-level `snapshots/harness/`.
+#[cfg(test)]
+pub(crate) fn snapshot_settings() -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../snapshots/harness"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings
+}

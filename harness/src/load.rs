@@ -1,0 +1,1 @@
+//! Finding suites on disk.

@@ -13,7 +13,11 @@
 #![forbid(unsafe_code)]
 
 pub mod load;
+pub mod protocol;
+pub mod report;
+pub mod run;
 pub mod scenario;
+pub mod transport;
 
 /// insta settings shared by every snapshot test of this crate: snapshots live in the
 /// repository's top-level `snapshots/harness/`.

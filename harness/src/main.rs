@@ -1,1 +1,273 @@
-fn main() {}
+//! The `harness` command line: parses flags and calls the library. Exit codes:
+//! 0 every scenario passed, 1 some scenario did not, 2 usage, scenario-file or setup error.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use harness::load;
+use harness::report::human::{HumanOptions, HumanReporter};
+use harness::report::json::JsonReporter;
+use harness::report::Tee;
+use harness::run::{self, RunOptions};
+
+const EXAMPLES: &str = "\
+Examples:
+  harness run scenarios/                         every suite, against the built-in reference servers
+  harness run scenarios/kv --target 127.0.0.1:4000 --insecure
+                                                 the KV suite against your own server
+  harness run scenarios/kv --profile course      with the course's dialect (scenarios/kv/course.profile.yaml)
+  harness run scenarios/kv --format json --output report.json
+  harness check scenarios/                       validate scenario files without running them";
+
+/// Conformance test harness for small TCP protocols.
+///
+/// Replays YAML scenario suites against a server (yours, or the built-in reference server of
+/// the suite's protocol) and reports, for every scenario that does not pass, the step that
+/// failed (file:line:col), what was expected and what arrived, and the transcript.
+#[derive(Debug, Parser)]
+#[command(name = "harness", version, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run scenario suites against a target.
+    #[command(after_help = EXAMPLES)]
+    Run(RunArgs),
+    /// Validate scenario files: every error as file:line:col with the source line.
+    Check {
+        /// Scenario files, suite folders, or folders of suites.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// List the scenarios of suites: id, points, level, tags, spec section.
+    List {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    /// Readable report: a line per scenario, then each problem in detail.
+    Human,
+    /// The JSON report (schema version 1, see README.md).
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Scenario files, suite folders (e.g. scenarios/kv), or folders of suites (scenarios/).
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+
+    /// The server to test, as HOST:PORT. Without it, each suite runs against its protocol's
+    /// built-in reference server, started in this process on a free port.
+    #[arg(long, value_name = "HOST:PORT")]
+    target: Option<String>,
+
+    /// Set a suite variable (overrides suite.yaml and the profile); repeatable.
+    #[arg(long = "var", value_name = "K=V", value_parser = parse_var)]
+    vars: Vec<(String, String)>,
+
+    /// A dialect profile: NAME for <suite>/NAME.profile.yaml, or a path to a profile file.
+    #[arg(long, value_name = "NAME|FILE")]
+    profile: Option<String>,
+
+    /// Report format written to stdout (or to --output).
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+
+    /// Write the report to FILE; a human summary still goes to stdout.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+
+    /// Scenarios run at the same time (default: the number of cores).
+    #[arg(long, short = 'j', value_name = "N")]
+    jobs: Option<usize>,
+
+    /// Default deadline of every expected message, replacing the suites' own (e.g. 500ms, 5s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+
+    /// Deadline for connecting and for the TLS handshake.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
+    connect_timeout: Duration,
+
+    /// Trust this certificate (PEM) when the target speaks TLS.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    ca: Option<PathBuf>,
+
+    /// Accept any TLS certificate (self-signed, expired, wrong name).
+    #[arg(long)]
+    insecure: bool,
+
+    /// TLS server name to verify (default: the host of --target).
+    #[arg(long, value_name = "NAME")]
+    server_name: Option<String>,
+
+    /// `level: should` scenarios fail the run too.
+    #[arg(long)]
+    strict: bool,
+
+    /// Print lines only for scenarios that did not pass.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected K=V, got `{s}`")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 500ms, 2s, 1m)"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { paths } => check(&paths),
+        Command::List { paths } => list(&paths),
+        Command::Run(args) => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => return setup_error(&format!("cannot start the async runtime: {e}")),
+            };
+            runtime.block_on(run_command(args))
+        }
+    }
+}
+
+fn setup_error(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+fn load_or_report(paths: &[PathBuf]) -> Result<Vec<harness::scenario::model::Suite>, ExitCode> {
+    load::load(paths).map_err(|errors| {
+        eprint!("{}", errors.render());
+        ExitCode::from(2)
+    })
+}
+
+fn check(paths: &[PathBuf]) -> ExitCode {
+    match load_or_report(paths) {
+        Ok(suites) => {
+            let n: usize = suites.iter().map(|s| s.scenarios.len()).sum();
+            println!("ok: {n} scenarios in {} suites", suites.len());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn list(paths: &[PathBuf]) -> ExitCode {
+    let suites = match load_or_report(paths) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    for suite in &suites {
+        let _ = writeln!(out, "{}", suite.dir.display());
+        for s in &suite.scenarios {
+            let level = match s.level {
+                harness::scenario::model::Level::Must => "must",
+                harness::scenario::model::Level::Should => "should",
+            };
+            let _ = writeln!(
+                out,
+                "  {:<40} {:>2} pt  {:<6}  {:<24}  {}",
+                s.id,
+                s.points,
+                level,
+                s.tags.join(","),
+                s.spec.as_deref().unwrap_or("")
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+async fn run_command(args: RunArgs) -> ExitCode {
+    let suites = match load_or_report(&args.paths) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let profile = match &args.profile {
+        Some(p) => match load::load_profile(p, &suites) {
+            Ok(profile) => Some(profile),
+            Err(e) => {
+                eprint!("{}", e.render());
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let mut opts = RunOptions {
+        target: args.target.clone(),
+        ca: args.ca.clone(),
+        insecure: args.insecure,
+        server_name: args.server_name.clone(),
+        vars: args.vars.iter().cloned().collect::<BTreeMap<_, _>>(),
+        profile,
+        timeout: args.timeout,
+        connect_timeout: args.connect_timeout,
+        strict: args.strict,
+        ..RunOptions::default()
+    };
+    if let Some(jobs) = args.jobs {
+        if jobs == 0 {
+            return setup_error("--jobs must be at least 1");
+        }
+        opts.jobs = jobs;
+    }
+
+    let human_opts = HumanOptions {
+        verbose: !args.quiet,
+        ..HumanOptions::default()
+    };
+    let stdout = io::stdout();
+    let mut stdout = stdout.lock();
+    let mut file = match &args.output {
+        Some(path) => match File::create(path) {
+            Ok(f) => Some(BufWriter::new(f)),
+            Err(e) => return setup_error(&format!("cannot create {}: {e}", path.display())),
+        },
+        None => None,
+    };
+    let result = match (args.format, file.as_mut()) {
+        (Format::Json, Some(f)) => {
+            let mut json = JsonReporter::new(f);
+            let mut human = HumanReporter::new(&mut stdout, human_opts);
+            run::run(&suites, &opts, &mut Tee(vec![&mut json, &mut human])).await
+        }
+        (Format::Human, Some(f)) => {
+            run::run(&suites, &opts, &mut HumanReporter::new(f, human_opts)).await
+        }
+        (Format::Human, None) => {
+            run::run(&suites, &opts, &mut HumanReporter::new(&mut stdout, human_opts)).await
+        }
+        (Format::Json, None) => run::run(&suites, &opts, &mut JsonReporter::new(&mut stdout)).await,
+    };
+    if let Some(mut f) = file
+        && let Err(e) = f.flush()
+    {
+        return setup_error(&format!("cannot write the report: {e}"));
+    }
+    match result {
+        Ok(report) => ExitCode::from(report.exit_code(opts.strict) as u8),
+        Err(e) => setup_error(&e.to_string()),
+    }
+}

@@ -122,11 +122,13 @@ pub struct Scenario {
     pub skip: Option<String>,
     pub steps: Vec<Step>,
     pub source: Arc<SourceFile>,
-    /// Where the scenario's `id:` is (or line 1, col 1).
+    /// Where the scenario's id is written (the value of `id:`), or line 1, col 1.
     pub span: Span,
 }
 
-/// One step, with the span of the whole step item (`- ...`).
+/// One step and where it was written: for an arrow step (`S -> C: GET blue`) the span of
+/// its message (`GET blue`, or the arrow when the message is empty), so that a failure
+/// underlines what was expected; for any other step its key (`send`, `expect_close`, ...).
 #[derive(Debug, Clone)]
 pub struct Step {
     pub kind: StepKind,
@@ -138,16 +140,26 @@ pub struct Step {
 #[derive(Debug, Clone)]
 pub enum StepKind {
     /// Open a connection explicitly (sends and expects open it implicitly too).
-    Connect { conn: String },
+    Connect {
+        conn: String,
+    },
     Send(Send),
     Expect(Expect),
     /// The peer must close the connection within the deadline, sending nothing more.
-    ExpectClose { conn: String, within: Option<Duration> },
+    ExpectClose {
+        conn: String,
+        within: Option<Duration>,
+    },
     /// Nothing may arrive on `conn` (or on any open connection when `None`) for `duration`.
-    ExpectSilence { conn: Option<String>, duration: Duration },
+    ExpectSilence {
+        conn: Option<String>,
+        duration: Duration,
+    },
     Sleep(Duration),
     /// Close our side of the connection (TLS close_notify, then FIN).
-    Close { conn: String },
+    Close {
+        conn: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -213,5 +225,8 @@ pub enum Expr {
     Str(String),
     Int(i64),
     /// `name(arg, ...)`: `pbkdf2`, `crc32`, `hex`, `unhex`, `len`, `repeat`.
-    Call { name: String, args: Vec<Expr> },
+    Call {
+        name: String,
+        args: Vec<Expr>,
+    },
 }

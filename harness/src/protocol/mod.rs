@@ -1,0 +1,111 @@
+//! Protocol adapters: what the runner needs to know about each course protocol (transport,
+//! default variables) and how to start its built-in reference server in-process.
+//!
+//! The runner core knows nothing protocol-specific; everything of that kind lives here.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use rustls_pki_types::CertificateDer;
+
+pub mod kv;
+
+/// What the runner needs to know about a protocol.
+#[derive(Debug)]
+pub struct Protocol {
+    /// The name suites use in `protocol:` (and the usual folder name).
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Whether connections speak TLS.
+    pub tls: bool,
+    /// Variables every scenario of the protocol sees unless the suite overrides them.
+    pub vars: &'static [(&'static str, &'static str)],
+    /// Settings the reference server accepts from a profile's `reference:` map.
+    pub reference_settings: &'static [(&'static str, &'static str)],
+}
+
+/// Every protocol the harness speaks.
+pub const PROTOCOLS: &[&Protocol] = &[&kv::PROTOCOL];
+
+/// Looks a protocol up by name.
+pub fn find(name: &str) -> Option<&'static Protocol> {
+    PROTOCOLS.iter().copied().find(|p| p.name == name)
+}
+
+/// Names of every protocol, for error messages.
+pub fn names() -> Vec<&'static str> {
+    PROTOCOLS.iter().map(|p| p.name).collect()
+}
+
+/// The built-in reference server could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("the built-in {protocol} reference server could not start: {reason}")]
+    Start { protocol: String, reason: String },
+    #[error("unknown reference setting `{key}` for {protocol} (known: {known})")]
+    UnknownSetting {
+        protocol: String,
+        key: String,
+        known: String,
+    },
+    #[error("invalid reference setting {key}={value} for {protocol}: {reason}")]
+    BadSetting {
+        protocol: String,
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// A reference server running in this process.
+#[derive(Debug)]
+pub struct ReferenceServer {
+    pub addr: SocketAddr,
+    /// The certificate to trust when the server speaks TLS.
+    pub certificate: Option<CertificateDer<'static>>,
+    /// One line describing the server, for reports.
+    pub description: String,
+    stop: Stopper,
+}
+
+#[derive(Debug)]
+enum Stopper {
+    Kv(reference_impl::kv::server::RunningServer),
+}
+
+impl ReferenceServer {
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(self) {
+        match self.stop {
+            Stopper::Kv(server) => server.shutdown().await,
+        }
+    }
+}
+
+/// Starts the reference server of `protocol` on a free loopback port.
+pub async fn start_reference(
+    protocol: &Protocol,
+    settings: &BTreeMap<String, String>,
+) -> Result<ReferenceServer, ReferenceError> {
+    for key in settings.keys() {
+        if !protocol.reference_settings.iter().any(|(k, _)| k == key) {
+            return Err(ReferenceError::UnknownSetting {
+                protocol: protocol.name.to_owned(),
+                key: key.clone(),
+                known: protocol
+                    .reference_settings
+                    .iter()
+                    .map(|(k, help)| format!("{k} ({help})"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    match protocol.name {
+        "kv" => kv::start(settings).await,
+        other => Err(ReferenceError::Start {
+            protocol: other.to_owned(),
+            reason: "no reference server for this protocol".into(),
+        }),
+    }
+}

@@ -1,0 +1,251 @@
+//! The report a person reads: a line per scenario as it finishes, then each problem in
+//! detail (the step as a compiler-style diagnostic, expected against actual, the transcript
+//! tail), then the totals.
+
+use std::io::{self, Write};
+
+use super::{Event, Reporter};
+use crate::run::transcript::Transcript;
+use crate::run::{Outcome, ScenarioResult, Summary};
+use crate::scenario::diagnostic::{Diagnostic, Severity};
+use crate::scenario::model::Level;
+
+/// Entries of the transcript shown under a failure.
+const TRANSCRIPT_TAIL: usize = 16;
+
+/// Options of the human report.
+#[derive(Debug, Clone, Copy)]
+pub struct HumanOptions {
+    /// Show durations (snapshots turn them off).
+    pub times: bool,
+    /// Replace each scenario's `{{uniq}}` value with `{{uniq}}` in transcripts.
+    pub redact_uniq: bool,
+    /// Print a line for every scenario, not only for problems.
+    pub verbose: bool,
+}
+
+impl Default for HumanOptions {
+    fn default() -> Self {
+        Self {
+            times: true,
+            redact_uniq: false,
+            verbose: true,
+        }
+    }
+}
+
+/// Writes the human report.
+pub struct HumanReporter<'w> {
+    out: &'w mut dyn Write,
+    opts: HumanOptions,
+}
+
+impl std::fmt::Debug for HumanReporter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HumanReporter").field("opts", &self.opts).finish()
+    }
+}
+
+impl<'w> HumanReporter<'w> {
+    pub fn new(out: &'w mut dyn Write, opts: HumanOptions) -> Self {
+        Self { out, opts }
+    }
+
+    fn line(&mut self, r: &ScenarioResult) -> io::Result<()> {
+        if !self.opts.verbose && !r.outcome.is_problem() {
+            return Ok(());
+        }
+        let mut line = format!("  {:<7} {}", r.outcome.label(), r.id);
+        if r.outcome.is_problem() && r.level == Level::Should {
+            line.push_str("  (should)");
+        }
+        if let Some(reason) = &r.reason
+            && matches!(r.outcome, Outcome::Skipped | Outcome::ExpectedFailure)
+        {
+            line.push_str(&format!("  ({reason})"));
+        }
+        if self.opts.times {
+            let pad = 60usize.saturating_sub(line.chars().count());
+            line.push_str(&format!("{:pad$} {:>6} ms", "", r.duration.as_millis()));
+        }
+        writeln!(self.out, "{line}")
+    }
+
+    fn problem(&mut self, r: &ScenarioResult) -> io::Result<()> {
+        let mut head = format!("{} {}", r.outcome.label(), r.id);
+        if let Some(title) = &r.title {
+            head.push_str(&format!(": {title}"));
+        }
+        writeln!(self.out, "{head}")?;
+        if let Some(spec) = &r.spec {
+            writeln!(self.out, "spec: {spec}")?;
+        }
+        if r.level == Level::Should {
+            writeln!(
+                self.out,
+                "level: should (reported; fails the run only with --strict)"
+            )?;
+        }
+        if let Some(f) = &r.failure {
+            let d = Diagnostic {
+                severity: Severity::Error,
+                message: f.message.clone(),
+                file: r.source.clone(),
+                span: f.span.unwrap_or_default(),
+                label: f.label.clone(),
+                help: f.help.clone(),
+            };
+            let rendered = if f.span.is_some() {
+                d.render()
+            } else {
+                d.render_plain()
+            };
+            write!(self.out, "{}", self.redact(r, &rendered))?;
+            if !rendered.ends_with('\n') {
+                writeln!(self.out)?;
+            }
+            if let (Some(expected), Some(actual)) = (&f.expected, &f.actual) {
+                let expected = self.redact(r, expected);
+                let actual = self.redact(r, actual);
+                writeln!(self.out, "expected: {expected}")?;
+                writeln!(self.out, "  actual: {actual}")?;
+                if let Some(col) = first_difference(&expected, &actual) {
+                    writeln!(self.out, "          {:col$}^ differs from here", "")?;
+                }
+            }
+        }
+        if !r.transcript.entries.is_empty() {
+            writeln!(self.out, "transcript:")?;
+            let redact = self.redactions(r);
+            let text = if self.opts.times {
+                r.transcript.render_tail(TRANSCRIPT_TAIL, &redact)
+            } else {
+                tail_without_times(&r.transcript, &redact)
+            };
+            for line in text.lines() {
+                writeln!(self.out, "  {line}")?;
+            }
+        }
+        writeln!(self.out)
+    }
+
+    fn redactions(&self, r: &ScenarioResult) -> Vec<(String, String)> {
+        if self.opts.redact_uniq {
+            vec![(r.uniq.clone(), "{{uniq}}".to_owned())]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn redact(&self, r: &ScenarioResult, text: &str) -> String {
+        let mut text = text.to_owned();
+        for (needle, replacement) in self.redactions(r) {
+            text = text.replace(&needle, &replacement);
+        }
+        text
+    }
+
+    fn summary(&mut self, s: &Summary, results: &[ScenarioResult], strict: bool) -> io::Result<()> {
+        let mut line = format!(
+            "{} scenarios: {} passed, {} failed, {} timed out, {} errors, {} skipped",
+            s.total, s.passed, s.failed, s.timed_out, s.errors, s.skipped
+        );
+        if s.expected_failures > 0 {
+            line.push_str(&format!(", {} expected failures", s.expected_failures));
+        }
+        if s.unexpected_passes > 0 {
+            line.push_str(&format!(", {} unexpected passes", s.unexpected_passes));
+        }
+        line.push_str(&format!("; points {}/{}", s.points, s.max_points));
+        if self.opts.times {
+            line.push_str(&format!(
+                "; {}",
+                humantime::format_duration(std::time::Duration::from_millis(
+                    s.duration.as_millis() as u64
+                ))
+            ));
+        }
+        writeln!(self.out, "{line}")?;
+        let tolerated = results
+            .iter()
+            .filter(|r| r.outcome.is_problem() && !r.fails_run(strict))
+            .count();
+        if tolerated > 0 {
+            writeln!(
+                self.out,
+                "{tolerated} should-level problem(s) reported without failing the run (use --strict to fail on them)"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The transcript tail without its time column.
+fn tail_without_times(t: &Transcript, redact: &[(String, String)]) -> String {
+    let start = t.entries.len().saturating_sub(TRANSCRIPT_TAIL);
+    let tail = Transcript {
+        entries: t.entries[start..].to_vec(),
+        dropped: t.dropped,
+    };
+    let mut out = String::new();
+    if start > 0 {
+        out.push_str(&format!("... {start} earlier entries\n"));
+    }
+    out.push_str(&tail.render(false, redact));
+    out
+}
+
+/// Column of the first character where two renderings differ.
+fn first_difference(a: &str, b: &str) -> Option<usize> {
+    let mut ai = a.chars();
+    let mut bi = b.chars();
+    let mut col = 0;
+    loop {
+        match (ai.next(), bi.next()) {
+            (None, None) => return None,
+            (x, y) if x == y => col += 1,
+            _ => return Some(col),
+        }
+    }
+}
+
+impl Reporter for HumanReporter<'_> {
+    fn report(&mut self, event: &Event<'_>) -> io::Result<()> {
+        match event {
+            Event::RunStarted { total, jobs } => {
+                let jobs = if self.opts.times {
+                    format!(" ({jobs} at a time)")
+                } else {
+                    String::new()
+                };
+                writeln!(self.out, "running {total} scenarios{jobs}")
+            }
+            Event::SuiteStarted { suite, target } => {
+                let target = if self.opts.times {
+                    (*target).to_owned()
+                } else {
+                    // Snapshots: the port changes from run to run.
+                    target.rsplit_once(" at ").map_or(*target, |(d, _)| d).to_owned()
+                };
+                writeln!(self.out, "\n{}: {target}", suite.dir.display())
+            }
+            Event::ScenarioFinished(r) => self.line(r),
+            Event::RunFinished {
+                results,
+                summary,
+                strict,
+            } => {
+                let problems: Vec<&ScenarioResult> =
+                    results.iter().filter(|r| r.outcome.is_problem()).collect();
+                writeln!(self.out)?;
+                if !problems.is_empty() {
+                    writeln!(self.out, "problems:\n")?;
+                    for r in problems {
+                        self.problem(r)?;
+                    }
+                }
+                self.summary(summary, results, *strict)
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! One named connection of a scenario: a writer the runner drives, and a reader task that
+//! frames what the target sends into a bounded queue of [`Incoming`] events.
+//!
+//! The queue is bounded, so a target that floods without end fills it and then waits on TCP
+//! flow control: the harness's memory stays bounded whatever the peer does.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::framing::{Frame, LineFramer, TooLong};
+use crate::transport::BoxStream;
+
+/// Events waiting in a connection's queue.
+const QUEUE: usize = 256;
+/// Size of one read from the socket.
+const READ_BUF: usize = 16 * 1024;
+
+/// How the target ended a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseKind {
+    /// An orderly close (TCP FIN; with TLS, close_notify too).
+    Clean,
+    /// TLS: the peer closed the socket without sending close_notify first.
+    NoCloseNotify,
+    /// The connection was reset.
+    Reset,
+    /// Any other read error.
+    Error(String),
+}
+
+impl std::fmt::Display for CloseKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseKind::Clean => f.write_str("clean close"),
+            CloseKind::NoCloseNotify => f.write_str("closed without TLS close_notify"),
+            CloseKind::Reset => f.write_str("connection reset"),
+            CloseKind::Error(e) => write!(f, "read error: {e}"),
+        }
+    }
+}
+
+/// What the reader task reports, with the time it happened.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    Message(Frame, Instant),
+    TooLong(TooLong, Instant),
+    Closed(CloseKind, Instant),
+}
+
+/// An open connection.
+pub struct Connection {
+    writer: WriteHalf<BoxStream>,
+    rx: mpsc::Receiver<Incoming>,
+    reader: JoinHandle<()>,
+    /// Set once the reader has reported the end of the stream.
+    pub(crate) closed: Option<CloseKind>,
+}
+
+/// Why `recv` returned without an event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RecvError {
+    /// The deadline passed.
+    Timeout,
+    /// The stream ended earlier and that end was already consumed.
+    AlreadyClosed(CloseKind),
+}
+
+impl Connection {
+    /// Starts the reader task. `quiet` is how long an unterminated line may wait before it
+    /// counts as a message; `recv_limit` bounds a single message.
+    pub fn start(stream: BoxStream, quiet: Duration, recv_limit: usize) -> Self {
+        let (reader, writer) = tokio::io::split(stream);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let reader = tokio::spawn(read_loop(reader, tx, quiet, recv_limit));
+        Self {
+            writer,
+            rx,
+            reader,
+            closed: None,
+        }
+    }
+
+    /// Writes the bytes as one write and flushes.
+    pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.writer.write_all(bytes).await?;
+        self.writer.flush().await
+    }
+
+    /// The next event, waiting until `deadline`.
+    pub async fn recv(&mut self, deadline: Instant) -> Result<Incoming, RecvError> {
+        if let Some(kind) = &self.closed {
+            return Err(RecvError::AlreadyClosed(kind.clone()));
+        }
+        match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            Err(_) => Err(RecvError::Timeout),
+            Ok(Some(event)) => {
+                match &event {
+                    Incoming::Closed(kind, _) => self.closed = Some(kind.clone()),
+                    Incoming::TooLong(..) => {
+                        self.closed = Some(CloseKind::Error(
+                            "stopped reading after a message over the receive limit".into(),
+                        ));
+                    }
+                    Incoming::Message(..) => {}
+                }
+                Ok(event)
+            }
+            // The reader always reports how the stream ended before it stops.
+            Ok(None) => Err(RecvError::AlreadyClosed(
+                self.closed.clone().unwrap_or(CloseKind::Clean),
+            )),
+        }
+    }
+
+    /// Closes our side: TLS close_notify (for TLS), then FIN. Bounded by `timeout`.
+    pub async fn shutdown(&mut self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.writer.shutdown()).await;
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+async fn read_loop(
+    mut reader: ReadHalf<BoxStream>,
+    tx: mpsc::Sender<Incoming>,
+    quiet: Duration,
+    recv_limit: usize,
+) {
+    let mut framer = LineFramer::new(recv_limit);
+    let mut buf = vec![0u8; READ_BUF];
+    let mut frames = Vec::new();
+    loop {
+        let read = if framer.has_partial() {
+            match tokio::time::timeout(quiet, reader.read(&mut buf)).await {
+                Ok(read) => read,
+                Err(_) => {
+                    // The peer went quiet in the middle of a line: that is a message too.
+                    if let Some(frame) = framer.take_partial()
+                        && tx
+                            .send(Incoming::Message(frame, Instant::now()))
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            reader.read(&mut buf).await
+        };
+        let end = match read {
+            Ok(0) => CloseKind::Clean,
+            Ok(n) => {
+                let pushed = framer.push(&buf[..n], &mut frames);
+                for frame in frames.drain(..) {
+                    if tx
+                        .send(Incoming::Message(frame, Instant::now()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                if let Err(too_long) = pushed {
+                    let _ = tx.send(Incoming::TooLong(too_long, Instant::now())).await;
+                    return;
+                }
+                continue;
+            }
+            Err(e) => classify(&e),
+        };
+        if let Some(frame) = framer.take_partial()
+            && tx
+                .send(Incoming::Message(frame, Instant::now()))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        let _ = tx.send(Incoming::Closed(end, Instant::now())).await;
+        return;
+    }
+}
+
+fn classify(e: &io::Error) -> CloseKind {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => CloseKind::NoCloseNotify,
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => CloseKind::Reset,
+        _ => CloseKind::Error(e.to_string()),
+    }
+}

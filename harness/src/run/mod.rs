@@ -1,0 +1,308 @@
+//! Executes suites: picks the target of each suite (the given address, or the protocol's
+//! reference server started in-process), runs its scenarios in parallel up to `jobs`, and
+//! streams the results to a reporter.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub mod connection;
+pub mod execute;
+pub mod framing;
+pub mod outcome;
+pub mod transcript;
+
+pub use execute::{ExecSettings, run_scenario};
+pub use outcome::{Failure, Outcome, ScenarioResult, Summary};
+
+use crate::protocol::{self, Protocol, ReferenceServer};
+use crate::report::{Event, Reporter};
+use crate::scenario::model::{Profile, Suite};
+use crate::transport::Transport;
+use reference_impl::tls::{ClientTrust, client_config};
+
+/// Everything `harness run` takes from the command line.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// `host:port`; `None` runs every suite against its protocol's reference server.
+    pub target: Option<String>,
+    /// Trust this CA (PEM) for TLS targets.
+    pub ca: Option<PathBuf>,
+    /// Accept any certificate.
+    pub insecure: bool,
+    /// TLS server name to verify (default: the target's host).
+    pub server_name: Option<String>,
+    /// `--var k=v`, highest precedence.
+    pub vars: BTreeMap<String, String>,
+    pub profile: Option<Profile>,
+    pub jobs: usize,
+    /// Replaces every scenario's default deadline.
+    pub timeout: Option<Duration>,
+    pub connect_timeout: Duration,
+    /// `should` scenarios fail the run too.
+    pub strict: bool,
+    /// Largest message accepted from a target.
+    pub recv_limit: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            target: None,
+            ca: None,
+            insecure: false,
+            server_name: None,
+            vars: BTreeMap::new(),
+            profile: None,
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            timeout: None,
+            connect_timeout: Duration::from_secs(5),
+            strict: false,
+            recv_limit: 1024 * 1024,
+        }
+    }
+}
+
+/// Problems that stop a run before any scenario starts (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("suite {dir} names no protocol: add `protocol: NAME` to its suite.yaml (known: {known})")]
+    NoProtocol { dir: String, known: String },
+    #[error("suite {dir} uses protocol `{name}`, which the harness does not know (known: {known})")]
+    UnknownProtocol {
+        dir: String,
+        name: String,
+        known: String,
+    },
+    #[error(transparent)]
+    Reference(#[from] protocol::ReferenceError),
+    #[error("cannot use --ca {path}: {reason}")]
+    Ca { path: String, reason: String },
+    #[error("`{name}` is not a valid TLS server name: pass --server-name NAME")]
+    ServerName { name: String },
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("cannot write the report: {0}")]
+    Report(#[from] std::io::Error),
+}
+
+/// The results of a whole run, in suite and file order.
+#[derive(Debug)]
+pub struct RunReport {
+    pub results: Vec<ScenarioResult>,
+    pub summary: Summary,
+}
+
+impl RunReport {
+    /// Exit code 0 (all passed) or 1 (some scenario did not).
+    pub fn exit_code(&self, strict: bool) -> i32 {
+        i32::from(self.results.iter().any(|r| r.fails_run(strict)))
+    }
+}
+
+/// A fresh `{{uniq}}` value: unique within the process and unlikely to repeat across runs.
+pub fn next_uniq() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        u64::from(std::process::id()) ^ u64::from(nanos)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:04x}{n:x}", base & 0xffff)
+}
+
+/// Runs every suite in order; scenarios of a suite run in parallel.
+pub async fn run(
+    suites: &[Suite],
+    opts: &RunOptions,
+    reporter: &mut dyn Reporter,
+) -> Result<RunReport, SetupError> {
+    let started = Instant::now();
+    let total = suites.iter().map(|s| s.scenarios.len()).sum();
+    reporter.report(&Event::RunStarted {
+        total,
+        jobs: opts.jobs,
+    })?;
+    let mut results = Vec::with_capacity(total);
+    for suite in suites {
+        let protocol = suite_protocol(suite)?;
+        let (settings, reference) = prepare(suite, protocol, opts).await?;
+        reporter.report(&Event::SuiteStarted {
+            suite,
+            target: &match &reference {
+                Some(r) => format!("{} at {}", r.description, r.addr),
+                None => settings.addr.clone(),
+            },
+        })?;
+        let suite_results = run_suite(suite, settings, opts.jobs, reporter).await;
+        if let Some(r) = reference {
+            r.stop().await;
+        }
+        results.extend(suite_results?);
+    }
+    let summary = Summary::of(&results, started.elapsed());
+    reporter.report(&Event::RunFinished {
+        results: &results,
+        summary: &summary,
+        strict: opts.strict,
+    })?;
+    Ok(RunReport { results, summary })
+}
+
+fn suite_protocol(suite: &Suite) -> Result<&'static Protocol, SetupError> {
+    let known = protocol::names().join(", ");
+    let dir = suite.dir.display().to_string();
+    match &suite.config.protocol {
+        Some(name) => protocol::find(name).ok_or_else(|| SetupError::UnknownProtocol {
+            dir,
+            name: name.clone(),
+            known,
+        }),
+        None => suite
+            .dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(protocol::find)
+            .ok_or(SetupError::NoProtocol { dir, known }),
+    }
+}
+
+/// The target and settings of one suite; starts the reference server when there is no target.
+async fn prepare(
+    suite: &Suite,
+    protocol: &Protocol,
+    opts: &RunOptions,
+) -> Result<(ExecSettings, Option<ReferenceServer>), SetupError> {
+    let mut base_vars: BTreeMap<String, String> = protocol
+        .vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    base_vars.extend(suite.config.vars.clone());
+    let mut override_vars = opts
+        .profile
+        .as_ref()
+        .map(|p| p.vars.clone())
+        .unwrap_or_default();
+    override_vars.extend(opts.vars.clone());
+
+    let (addr, reference) = match &opts.target {
+        Some(t) => (t.clone(), None),
+        None => {
+            let settings = opts
+                .profile
+                .as_ref()
+                .map(|p| p.reference.clone())
+                .unwrap_or_default();
+            let server = protocol::start_reference(protocol, &settings).await?;
+            (server.addr.to_string(), Some(server))
+        }
+    };
+    let transport = if protocol.tls {
+        let trust = match (&reference, &opts.ca, opts.insecure) {
+            (Some(r), _, _) => ClientTrust::Roots(r.certificate.clone().into_iter().collect()),
+            (None, _, true) => ClientTrust::InsecureAcceptAny,
+            (None, Some(path), false) => ClientTrust::Roots(load_ca(path)?),
+            (None, None, false) => ClientTrust::Roots(Vec::new()),
+        };
+        let config = client_config(trust).map_err(|e| SetupError::Tls(e.to_string()))?;
+        let name = match &opts.server_name {
+            Some(n) => n.clone(),
+            None => host_of(&addr).to_owned(),
+        };
+        let server_name = ServerName::try_from(name.clone())
+            .map_err(|_| SetupError::ServerName { name })?;
+        Transport::Tls {
+            config,
+            server_name,
+        }
+    } else {
+        Transport::Tcp
+    };
+    let settings = ExecSettings {
+        addr,
+        transport,
+        base_vars,
+        override_vars,
+        timeout: opts.timeout,
+        connect_timeout: opts.connect_timeout,
+        recv_limit: opts.recv_limit,
+    };
+    Ok((settings, reference))
+}
+
+fn load_ca(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, SetupError> {
+    let certs = reference_impl::tls::load_certs(path).map_err(|e| SetupError::Ca {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    if certs.is_empty() {
+        return Err(SetupError::Ca {
+            path: path.display().to_string(),
+            reason: "the file holds no PEM certificate".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The host part of `host:port` (IPv6 brackets removed).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Runs one suite's scenarios: the parallel ones up to `jobs` at a time, then the serial ones.
+async fn run_suite(
+    suite: &Suite,
+    settings: ExecSettings,
+    jobs: usize,
+    reporter: &mut dyn Reporter,
+) -> Result<Vec<ScenarioResult>, SetupError> {
+    let settings = Arc::new(settings);
+    let jobs = if suite.config.serial { 1 } else { jobs.max(1) };
+    let (parallel, serial): (Vec<_>, Vec<_>) = suite
+        .scenarios
+        .iter()
+        .enumerate()
+        .partition(|(_, s)| !s.serial);
+    let mut slots: Vec<Option<ScenarioResult>> = vec![None; suite.scenarios.len()];
+
+    let semaphore = Arc::new(Semaphore::new(jobs));
+    let mut set = JoinSet::new();
+    for (index, scenario) in parallel {
+        let scenario = scenario.clone();
+        let settings = settings.clone();
+        let semaphore = semaphore.clone();
+        set.spawn(async move {
+            let _permit = semaphore.acquire_owned().await;
+            (index, run_scenario(&scenario, &settings, next_uniq()).await)
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((index, result)) => {
+                reporter.report(&Event::ScenarioFinished(&result))?;
+                slots[index] = Some(result);
+            }
+            Err(e) => return Err(SetupError::Internal(format!("a scenario task stopped: {e}"))),
+        }
+    }
+    for (index, scenario) in serial {
+        let result = run_scenario(scenario, &settings, next_uniq()).await;
+        reporter.report(&Event::ScenarioFinished(&result))?;
+        slots[index] = Some(result);
+    }
+    Ok(slots.into_iter().flatten().collect())
+}

@@ -1,0 +1,145 @@
+//! How a scenario ended, and everything a report needs to explain it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::transcript::Transcript;
+use crate::scenario::model::{Level, SourceFile, Span};
+
+/// The end state of one scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Passed,
+    /// An expectation did not hold.
+    Failed,
+    /// An expected message did not arrive before its deadline.
+    TimedOut,
+    /// The harness could not run the scenario (connect refused, TLS failed, bad template).
+    Error,
+    Skipped,
+    /// Marked `xfail` and failed as expected.
+    ExpectedFailure,
+    /// Marked `xfail` but passed: the mark is stale.
+    UnexpectedPass,
+}
+
+impl Outcome {
+    /// The word reports print.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Passed => "PASS",
+            Outcome::Failed => "FAIL",
+            Outcome::TimedOut => "TIMEOUT",
+            Outcome::Error => "ERROR",
+            Outcome::Skipped => "SKIP",
+            Outcome::ExpectedFailure => "XFAIL",
+            Outcome::UnexpectedPass => "XPASS",
+        }
+    }
+
+    /// Whether this outcome counts against the run.
+    pub fn is_problem(self) -> bool {
+        matches!(
+            self,
+            Outcome::Failed | Outcome::TimedOut | Outcome::Error | Outcome::UnexpectedPass
+        )
+    }
+}
+
+/// Why a scenario did not pass, pointing at the step that decided it.
+#[derive(Debug, Clone, Default)]
+pub struct Failure {
+    /// One line: what went wrong.
+    pub message: String,
+    /// The step (or scenario) the failure belongs to.
+    pub span: Option<Span>,
+    /// Index of the step in `steps`.
+    pub step: Option<usize>,
+    /// Text under the caret, e.g. "received `GET: ERROR`".
+    pub label: Option<String>,
+    /// The expected message, rendered.
+    pub expected: Option<String>,
+    /// The message that arrived instead, rendered.
+    pub actual: Option<String>,
+    pub help: Option<String>,
+}
+
+/// Everything about one finished scenario.
+#[derive(Debug, Clone)]
+pub struct ScenarioResult {
+    pub id: String,
+    pub title: Option<String>,
+    pub spec: Option<String>,
+    pub tags: Vec<String>,
+    pub level: Level,
+    pub file: PathBuf,
+    pub line: u32,
+    pub outcome: Outcome,
+    pub duration: Duration,
+    pub points: u32,
+    pub max_points: u32,
+    /// `skip` or `xfail` reason.
+    pub reason: Option<String>,
+    pub failure: Option<Failure>,
+    pub transcript: Transcript,
+    /// The value `{{uniq}}` had, so reports and snapshots can redact it.
+    pub uniq: String,
+    /// Values of secrets or other run-specific text to redact in snapshots.
+    pub source: Arc<SourceFile>,
+}
+
+impl ScenarioResult {
+    /// A `should` scenario's problem is reported but does not fail the run unless strict.
+    pub fn fails_run(&self, strict: bool) -> bool {
+        self.outcome.is_problem() && (strict || self.level == Level::Must)
+    }
+}
+
+/// Totals over a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub total: usize,
+    pub passed: usize,
+    pub failed: usize,
+    pub timed_out: usize,
+    pub errors: usize,
+    pub skipped: usize,
+    pub expected_failures: usize,
+    pub unexpected_passes: usize,
+    pub points: u32,
+    pub max_points: u32,
+    #[serde(serialize_with = "millis", rename = "duration_ms")]
+    pub duration: Duration,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+impl Summary {
+    pub fn of(results: &[ScenarioResult], duration: Duration) -> Self {
+        let mut s = Summary {
+            total: results.len(),
+            duration,
+            ..Summary::default()
+        };
+        for r in results {
+            match r.outcome {
+                Outcome::Passed => s.passed += 1,
+                Outcome::Failed => s.failed += 1,
+                Outcome::TimedOut => s.timed_out += 1,
+                Outcome::Error => s.errors += 1,
+                Outcome::Skipped => s.skipped += 1,
+                Outcome::ExpectedFailure => s.expected_failures += 1,
+                Outcome::UnexpectedPass => s.unexpected_passes += 1,
+            }
+            s.points += r.points;
+            s.max_points += r.max_points;
+        }
+        s
+    }
+}

@@ -1,0 +1,249 @@
+//! What happened on the wire during one scenario, in order, for reports and snapshots.
+//!
+//! ```text
+//!   0.002s  C  connected to 127.0.0.1:4000 (tls)
+//!   0.002s  C -> S  "CONNECT u1f3a\n"
+//!   0.003s  C -> S  32 bytes  0834af32 8d106def d94b3074 232208e2 9e7fef1a 371c9b0e bbf23902 105dd763
+//!   0.049s  S -> C  "CONNECT: OK\n"
+//!   0.300s  S -> C  "2930711296"  (no line end)
+//!   0.301s  C  closed by the target (clean close)
+//! ```
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The transcript keeps at most this many entries; later ones are counted, not kept.
+pub const MAX_ENTRIES: usize = 10_000;
+/// Bytes of one message kept in the transcript.
+pub const MAX_DATA: usize = 64 * 1024;
+
+/// One event on one connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    /// Time since the scenario started.
+    #[serde(rename = "t_ms", serialize_with = "millis")]
+    pub at: Duration,
+    pub conn: String,
+    #[serde(flatten)]
+    pub kind: EntryKind,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EntryKind {
+    Connected {
+        addr: String,
+        transport: String,
+    },
+    ConnectFailed {
+        reason: String,
+    },
+    /// Bytes we sent, in `writes` separate writes.
+    Sent {
+        #[serde(flatten)]
+        data: Data,
+        writes: usize,
+    },
+    Received {
+        #[serde(flatten)]
+        data: Data,
+        terminated: bool,
+    },
+    /// The target sent more than the receive limit without a line end.
+    TooLong {
+        limit: usize,
+        #[serde(flatten)]
+        head: Data,
+    },
+    ClosedByTarget {
+        how: String,
+    },
+    ClosedByUs,
+}
+
+/// Message bytes, shown as text when they are printable and as hex otherwise.
+#[derive(Debug, Clone, Serialize)]
+pub struct Data {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hex: Option<String>,
+    /// Length on the wire (the kept bytes may be fewer).
+    pub len: usize,
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
+}
+
+impl Data {
+    pub fn new(bytes: &[u8]) -> Self {
+        let kept = &bytes[..bytes.len().min(MAX_DATA)];
+        let (text, hex) = if is_text(kept) {
+            (Some(String::from_utf8_lossy(kept).into_owned()), None)
+        } else {
+            (None, Some(hex::encode(kept)))
+        };
+        Self {
+            text,
+            hex,
+            len: bytes.len(),
+            bytes: kept.to_vec(),
+        }
+    }
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+/// Printable ASCII plus the whitespace a text protocol uses.
+pub fn is_text(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) || matches!(b, b'\n' | b'\r' | b'\t'))
+}
+
+/// `"text"` with escapes for line ends, or `N bytes  hex groups` for binary data.
+pub fn show_bytes(bytes: &[u8]) -> String {
+    if is_text(bytes) {
+        let mut out = String::with_capacity(bytes.len() + 2);
+        out.push('"');
+        for &b in bytes {
+            match b {
+                b'\n' => out.push_str("\\n"),
+                b'\r' => out.push_str("\\r"),
+                b'\t' => out.push_str("\\t"),
+                b'"' => out.push_str("\\\""),
+                b'\\' => out.push_str("\\\\"),
+                _ => out.push(b as char),
+            }
+        }
+        out.push('"');
+        out
+    } else {
+        let mut out = format!("{} bytes ", bytes.len());
+        for chunk in bytes.chunks(4) {
+            out.push(' ');
+            out.push_str(&hex::encode(chunk));
+        }
+        out
+    }
+}
+
+/// Shortens a long rendering to `max` characters, saying how much was left out.
+pub fn abbreviate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let kept: String = s.chars().take(max).collect();
+    format!("{kept}... ({} characters in all)", s.chars().count())
+}
+
+/// All entries of one scenario.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Transcript {
+    pub entries: Vec<Entry>,
+    /// Entries left out past [`MAX_ENTRIES`].
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl Transcript {
+    pub fn push(&mut self, at: Duration, conn: &str, kind: EntryKind) {
+        if self.entries.len() >= MAX_ENTRIES {
+            self.dropped += 1;
+            return;
+        }
+        self.entries.push(Entry {
+            at,
+            conn: conn.to_owned(),
+            kind,
+        });
+    }
+
+    /// Renders the transcript, one line per entry. `with_times` adds the time column
+    /// (snapshots leave it out). `redact` replaces each (needle, replacement) pair in the text.
+    pub fn render(&self, with_times: bool, redact: &[(String, String)]) -> String {
+        self.render_entries(&self.entries, with_times, redact)
+    }
+
+    /// The last `n` entries, rendered.
+    pub fn render_tail(&self, n: usize, redact: &[(String, String)]) -> String {
+        let start = self.entries.len().saturating_sub(n);
+        let mut out = String::new();
+        if start > 0 {
+            let _ = writeln!(out, "  ... {start} earlier entries");
+        }
+        out.push_str(&self.render_entries(&self.entries[start..], true, redact));
+        out
+    }
+
+    fn render_entries(
+        &self,
+        entries: &[Entry],
+        with_times: bool,
+        redact: &[(String, String)],
+    ) -> String {
+        let mut out = String::new();
+        for e in entries {
+            let mut line = String::new();
+            if with_times {
+                let _ = write!(line, "{:>8.3}s  ", e.at.as_secs_f64());
+            }
+            let c = &e.conn;
+            match &e.kind {
+                EntryKind::Connected { addr, transport } => {
+                    let _ = write!(line, "{c}  connected to {addr} ({transport})");
+                }
+                EntryKind::ConnectFailed { reason } => {
+                    let _ = write!(line, "{c}  could not connect: {reason}");
+                }
+                EntryKind::Sent { data, writes } => {
+                    let _ = write!(line, "{c} -> S  {}", abbreviate(&show_bytes(&data.bytes), 300));
+                    if *writes > 1 {
+                        let _ = write!(line, "  (in {writes} writes)");
+                    }
+                }
+                EntryKind::Received { data, terminated } => {
+                    let mut bytes = data.bytes.clone();
+                    if *terminated {
+                        bytes.push(b'\n');
+                    }
+                    let _ = write!(line, "S -> {c}  {}", abbreviate(&show_bytes(&bytes), 300));
+                    if !terminated {
+                        line.push_str("  (no line end)");
+                    }
+                }
+                EntryKind::TooLong { limit, head } => {
+                    let _ = write!(
+                        line,
+                        "S -> {c}  more than {limit} bytes without a line end, starting {}",
+                        show_bytes(&head.bytes)
+                    );
+                }
+                EntryKind::ClosedByTarget { how } => {
+                    let _ = write!(line, "{c}  closed by the target ({how})");
+                }
+                EntryKind::ClosedByUs => {
+                    let _ = write!(line, "{c}  closed by the harness");
+                }
+            }
+            for (needle, replacement) in redact {
+                if !needle.is_empty() {
+                    line = line.replace(needle.as_str(), replacement);
+                }
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+        if self.dropped > 0 && entries.last().is_some_and(|e| std::ptr::eq(e, self.entries.last().expect("non-empty"))) {
+            let _ = writeln!(out, "  ... {} more entries not kept", self.dropped);
+        }
+        out
+    }
+}

@@ -1,0 +1,613 @@
+//! The `steps:` list of a scenario.
+//!
+//! ```text
+//! - C -> S: text                      send a line on C       (step span: the text)
+//! - S -> C: text | re:regex           expect on C            (step span: the text)
+//! - send: text | {conn, text|bytes|hex, split, pause}        (step span: `send`)
+//! - expect: text | {conn, text|re|bytes|hex, within}
+//! - expect_close: ~ | conn | {conn, within}
+//! - expect_silence: duration | {conn, for}
+//! - sleep: duration
+//! - close: ~ | conn
+//! - connect: ~ | conn
+//! ```
+//!
+//! `re:` may be followed by one space, but then YAML needs the message quoted
+//! (`- S -> C: 're: \d+'`), since an unquoted `: ` starts a mapping; `re:\d+` needs no quotes.
+//! A message that really starts with `re:` is written `- expect: { text: "re: ..." }`.
+//!
+//! A step that names a connection (by arrow, `conn:` or value) makes it the current one; a
+//! step that names none uses the current one, which is `C` before any step names one.
+//!
+//! The span of an arrow step is its message, so that a runtime failure underlines what was
+//! expected; other steps point at their key.
+
+use std::time::Duration;
+
+use super::diagnostic::did_you_mean;
+use super::model::{Expect, Matcher, Payload, Send, Span, Step, StepKind, Template};
+use super::parse::{Ctx, Fields};
+use super::template;
+use super::yaml::{Kind, Node};
+
+/// The server's name in arrows.
+const SERVER: &str = "S";
+/// The connection of steps before any names one.
+const DEFAULT_CONN: &str = "C";
+/// Reserved for "every other open connection".
+const OTHERS: &str = "others";
+
+const STEP_KINDS: &[&str] = &[
+    "send",
+    "expect",
+    "expect_close",
+    "expect_silence",
+    "sleep",
+    "close",
+    "connect",
+];
+const SEND_KEYS: &[&str] = &["conn", "text", "bytes", "hex", "split", "pause"];
+const SEND_PAYLOADS: &[&str] = &["text", "bytes", "hex"];
+const EXPECT_KEYS: &[&str] = &["conn", "text", "re", "bytes", "hex", "within"];
+const EXPECT_MATCHERS: &[&str] = &["text", "re", "bytes", "hex"];
+const CLOSE_KEYS: &[&str] = &["conn", "within"];
+const SILENCE_KEYS: &[&str] = &["conn", "for"];
+
+const STEP_HELP: &str = "a step is a mapping with one key: `C -> S: message`, \
+                         `S -> C: message`, or one of `send`, `expect`, `expect_close`, \
+                         `expect_silence`, `sleep`, `close`, `connect`";
+
+/// Parses the value of `steps:`; `key` is the `steps` key, for errors about the list.
+pub(crate) fn steps(ctx: &mut Ctx, key: &Node, value: &Node) -> Vec<Step> {
+    let Kind::Seq(items) = &value.kind else {
+        let span = if value.is_null() {
+            key.span
+        } else {
+            value.span
+        };
+        let d = ctx
+            .error(
+                span,
+                format!("`steps` must be a list, found {}", value.describe()),
+            )
+            .with_help("write one step per line, each starting with `- `");
+        ctx.push(d);
+        return Vec::new();
+    };
+    if items.is_empty() {
+        let d = ctx
+            .error(key.span, "`steps` is empty")
+            .with_help("a scenario needs at least one step");
+        ctx.push(d);
+    }
+    let mut current = DEFAULT_CONN.to_owned();
+    items
+        .iter()
+        .filter_map(|item| step(ctx, item, &mut current))
+        .collect()
+}
+
+fn step(ctx: &mut Ctx, item: &Node, current: &mut String) -> Option<Step> {
+    let entries = match &item.kind {
+        Kind::Map(entries) if !entries.is_empty() => entries,
+        _ => {
+            let help = match item.scalar() {
+                Some(s) if s.contains("->") && !s.contains(':') => {
+                    "put `:` after the arrow: `- C -> S: message`".to_owned()
+                }
+                _ => STEP_HELP.to_owned(),
+            };
+            let d = ctx
+                .error(
+                    item.span,
+                    format!("expected a step, found {}", item.describe()),
+                )
+                .with_help(help);
+            ctx.push(d);
+            return None;
+        }
+    };
+    let (key, value) = &entries[0];
+    let Some(name) = key.scalar() else {
+        let d = ctx
+            .error(
+                key.span,
+                format!("expected a step, found {}", key.describe()),
+            )
+            .with_help(STEP_HELP);
+        ctx.push(d);
+        return None;
+    };
+    if let Some((extra, _)) = entries.get(1) {
+        extra_key(ctx, name, extra);
+    }
+    if name.contains("->") {
+        return arrow(ctx, key, name, value, current);
+    }
+    let kind = match name {
+        "send" => send(ctx, key, value, current),
+        "expect" => expect(ctx, key, value, current),
+        "expect_close" => expect_close(ctx, value, current),
+        "expect_silence" => expect_silence(ctx, key, value, current),
+        "sleep" => ctx.duration(value, "sleep").map(StepKind::Sleep),
+        "close" => conn_or_current(ctx, value, current).map(|conn| StepKind::Close { conn }),
+        "connect" => conn_or_current(ctx, value, current).map(|conn| StepKind::Connect { conn }),
+        _ => {
+            let d = ctx
+                .error(key.span, format!("unknown step `{name}`"))
+                .with_help(match did_you_mean(name, STEP_KINDS.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => STEP_HELP.to_owned(),
+                });
+            ctx.push(d);
+            None
+        }
+    }?;
+    Some(Step {
+        kind,
+        span: key.span,
+    })
+}
+
+/// A step mapping with a second key: usually an option written beside its step instead of
+/// inside it.
+fn extra_key(ctx: &mut Ctx, name: &str, extra: &Node) {
+    let extra_name = extra.scalar().unwrap_or_default();
+    let options: &[&str] = match name {
+        "send" => SEND_KEYS,
+        "expect" => EXPECT_KEYS,
+        "expect_close" => CLOSE_KEYS,
+        "expect_silence" => SILENCE_KEYS,
+        _ => &[],
+    };
+    let help = if options.contains(&extra_name) {
+        format!("options go inside the step: `- {name}: {{ ..., {extra_name}: ... }}`")
+    } else if name.contains("->") && extra_name == "within" {
+        "to give an expectation its own deadline, write `- expect: { text: ..., within: 1s }`"
+            .to_owned()
+    } else {
+        "start each step with `- `".to_owned()
+    };
+    let d = ctx
+        .error(extra.span, "a step has exactly one key")
+        .with_label(format!("second key in the step `{name}`"))
+        .with_help(help);
+    ctx.push(d);
+}
+
+/// `C -> S: text` or `S -> C: text`.
+fn arrow(
+    ctx: &mut Ctx,
+    key: &Node,
+    name: &str,
+    value: &Node,
+    current: &mut String,
+) -> Option<Step> {
+    let (from, to) = name.split_once("->")?;
+    let (from, to) = (from.trim(), to.trim());
+    let (conn, sending) = match (from == SERVER, to == SERVER) {
+        (false, true) => (from, true),
+        (true, false) => (to, false),
+        _ => {
+            let mut help =
+                "write `C -> S: message` to send and `S -> C: message` to expect".to_owned();
+            if from == "s" || to == "s" {
+                help += " (the server is a capital `S`)";
+            }
+            let d = ctx
+                .error(
+                    key.span,
+                    "an arrow goes between the server `S` and a connection",
+                )
+                .with_help(help);
+            ctx.push(d);
+            return None;
+        }
+    };
+    let conn_ok = check_conn_name(ctx, conn, key.span);
+    if conn_ok {
+        conn.clone_into(current);
+    }
+    let span = if value.is_null() || value.span.len == 0 {
+        key.span
+    } else {
+        value.span
+    };
+    let text = match &value.kind {
+        _ if value.is_null() => "",
+        Kind::Scalar { value, .. } => value.as_str(),
+        _ => {
+            let d = ctx
+                .error(
+                    value.span,
+                    format!(
+                        "the message after `{name}:` must be text, found {}",
+                        value.describe()
+                    ),
+                )
+                .with_help(
+                    "quote a message that starts with `{` or `[`: `S -> C: '{\"status\":\"OK\"}'`",
+                );
+            ctx.push(d);
+            return None;
+        }
+    };
+    let kind = if sending {
+        let payload = Payload::Line(ctx.template(value, 0)?);
+        StepKind::Send(Send {
+            conn: conn.to_owned(),
+            payload,
+            split: Vec::new(),
+            pause: Duration::ZERO,
+        })
+    } else {
+        let matcher = match text.strip_prefix("re:") {
+            Some(rest) => {
+                let skip = 3 + usize::from(rest.starts_with(' '));
+                let t = ctx.template(value, skip)?;
+                check_regex(ctx, &t)?;
+                Matcher::Regex(t)
+            }
+            None => Matcher::Exact(ctx.template(value, 0)?),
+        };
+        StepKind::Expect(Expect {
+            conn: conn.to_owned(),
+            matcher,
+            within: None,
+        })
+    };
+    conn_ok.then_some(Step { kind, span })
+}
+
+/// Whether `name` can name a connection; reports why not.
+fn check_conn_name(ctx: &mut Ctx, name: &str, span: Span) -> bool {
+    let problem = if name == SERVER {
+        Some((
+            "`S` is the server, not a connection",
+            "name connections `C`, `C1`, `alice`, ...",
+        ))
+    } else if name == OTHERS {
+        Some((
+            "`others` is reserved for messages to every other connection",
+            "name the connection, e.g. `C2`",
+        ))
+    } else if name.is_empty() {
+        Some((
+            "missing connection name",
+            "connections are named like `C`, `C1` or `alice`",
+        ))
+    } else {
+        let mut chars = name.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        (!valid).then_some((
+            "invalid connection name",
+            "connection names start with a letter or `_` and hold letters, digits, `_` and `-`",
+        ))
+    };
+    match problem {
+        None => true,
+        Some((message, help)) => {
+            let message = if message == "invalid connection name" {
+                format!("`{name}` is not a valid connection name")
+            } else {
+                message.to_owned()
+            };
+            let d = ctx.error(span, message).with_help(help);
+            ctx.push(d);
+            false
+        }
+    }
+}
+
+/// A connection given as a scalar (`close: C2`), or the current one for an empty value.
+fn conn_or_current(ctx: &mut Ctx, node: &Node, current: &mut String) -> Option<String> {
+    if node.is_null() {
+        return Some(current.clone());
+    }
+    conn(ctx, node, current)
+}
+
+/// A connection named by `node`; it becomes the current connection.
+fn conn(ctx: &mut Ctx, node: &Node, current: &mut String) -> Option<String> {
+    let Some(name) = node.scalar().filter(|_| !node.is_null()) else {
+        let d = ctx.error(
+            node.span,
+            format!("expected a connection name, found {}", node.describe()),
+        );
+        ctx.push(d);
+        return None;
+    };
+    if !check_conn_name(ctx, name, node.span) {
+        return None;
+    }
+    name.clone_into(current);
+    Some(name.to_owned())
+}
+
+/// `conn:` of an options mapping, or the current connection.
+fn conn_field(ctx: &mut Ctx, f: &Fields<'_>, current: &mut String) -> Option<String> {
+    match f.get("conn") {
+        Some(node) => conn(ctx, node, current),
+        None => Some(current.clone()),
+    }
+}
+
+/// Exactly one of `names` among the fields of `step`.
+fn one_of<'n>(
+    ctx: &mut Ctx,
+    f: &Fields<'n>,
+    names: &[&str],
+    step: &str,
+    key: &Node,
+) -> Option<(&'n str, &'n Node)> {
+    let present = f.present(names);
+    let list = names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match present.as_slice() {
+        [(name, _, value)] => Some((name, value)),
+        // A misspelt payload key has been reported already.
+        [] if names.iter().any(|n| f.misspelt(n)) => None,
+        [] => {
+            let d = ctx
+                .error(key.span, format!("`{step}` needs one of {list}"))
+                .with_help(format!("e.g. `- {step}: {{ text: hello }}`"));
+            ctx.push(d);
+            None
+        }
+        [(first, first_key, _), (second, second_key, _), ..] => {
+            let d = ctx
+                .error(
+                    second_key.span,
+                    format!("`{step}` takes one of {list}, not both `{first}` and `{second}`"),
+                )
+                .with_label(if first_key.span.line == second_key.span.line {
+                    "one too many".to_owned()
+                } else {
+                    format!(
+                        "one too many (`{first}` is on line {})",
+                        first_key.span.line
+                    )
+                });
+            ctx.push(d);
+            None
+        }
+    }
+}
+
+fn send(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Option<StepKind> {
+    if value.scalar().is_some() && !value.is_null() {
+        return Some(StepKind::Send(Send {
+            conn: current.clone(),
+            payload: Payload::Line(ctx.template(value, 0)?),
+            split: Vec::new(),
+            pause: Duration::ZERO,
+        }));
+    }
+    if !matches!(value.kind, Kind::Map(_)) {
+        let d = ctx
+            .error(
+                if value.is_null() {
+                    key.span
+                } else {
+                    value.span
+                },
+                format!(
+                    "`send` needs a message or options, found {}",
+                    value.describe()
+                ),
+            )
+            .with_help("write `- send: hello` or `- send: { bytes: \"...\", conn: C2 }`");
+        ctx.push(d);
+        return None;
+    }
+    let f = ctx.fields(value, SEND_KEYS, "`send`")?;
+    let conn = conn_field(ctx, &f, current);
+    let payload = one_of(ctx, &f, SEND_PAYLOADS, "send", key).and_then(|(kind, node)| {
+        let t = ctx.template(node, 0)?;
+        check_literal_hex(ctx, kind, &t)?;
+        Some(match kind {
+            "bytes" => Payload::Bytes(t),
+            "hex" => Payload::Hex(t),
+            _ => Payload::Line(t),
+        })
+    });
+    let split = match f.get("split") {
+        Some(node) => split(ctx, node, payload.as_ref()),
+        None => Some(Vec::new()),
+    };
+    let pause = match f.get("pause") {
+        Some(node) => ctx.duration(node, "pause"),
+        None => Some(Duration::ZERO),
+    };
+    Some(StepKind::Send(Send {
+        conn: conn?,
+        payload: payload?,
+        split: split?,
+        pause: pause?,
+    }))
+}
+
+/// `split: [1, 5]`: strictly increasing offsets inside the message.
+fn split(ctx: &mut Ctx, node: &Node, payload: Option<&Payload>) -> Option<Vec<usize>> {
+    let Kind::Seq(items) = &node.kind else {
+        let d = ctx
+            .error(
+                node.span,
+                format!(
+                    "`split` must be a list of byte offsets, found {}",
+                    node.describe()
+                ),
+            )
+            .with_help("e.g. `split: [1, 5]` writes bytes 0..1, 1..5 and the rest separately");
+        ctx.push(d);
+        return None;
+    };
+    // The length is known before the run only for bytes without templates.
+    let len = match payload {
+        Some(Payload::Bytes(t)) => t.literal().map(|s| s.len()),
+        Some(Payload::Hex(t)) => t
+            .literal()
+            .and_then(|s| template::decode_hex(s.as_bytes()).ok())
+            .map(|b| b.len()),
+        _ => None,
+    };
+    let mut offsets = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for item in items {
+        let Some(n) = ctx.int(item, "split") else {
+            ok = false;
+            continue;
+        };
+        let n = n as usize;
+        let problem = if n == 0 {
+            Some("a split offset must be greater than 0".to_owned())
+        } else if offsets.last().is_some_and(|&last| n <= last) {
+            Some("split offsets must be strictly increasing".to_owned())
+        } else if len.is_some_and(|len| n >= len) {
+            Some(format!(
+                "split offset {n} is not inside the {}-byte message",
+                len.unwrap_or_default()
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            let d = ctx.error(item.span, message);
+            ctx.push(d);
+            ok = false;
+        }
+        offsets.push(n);
+    }
+    ok.then_some(offsets)
+}
+
+/// Hex without templates is checked now rather than when the step runs.
+fn check_literal_hex(ctx: &mut Ctx, kind: &str, t: &Template) -> Option<()> {
+    if kind != "hex" {
+        return Some(());
+    }
+    let Some(text) = t.literal() else {
+        return Some(());
+    };
+    match template::decode_hex(text.as_bytes()) {
+        Ok(_) => Some(()),
+        Err(e) => {
+            let d = ctx.error(t.span, "invalid hex").with_label(e);
+            ctx.push(d);
+            None
+        }
+    }
+}
+
+fn check_regex(ctx: &mut Ctx, t: &Template) -> Option<()> {
+    match template::check_regex(t, &ctx.file) {
+        None => Some(()),
+        Some(d) => {
+            ctx.push(d);
+            None
+        }
+    }
+}
+
+fn expect(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Option<StepKind> {
+    if value.scalar().is_some() && !value.is_null() {
+        return Some(StepKind::Expect(Expect {
+            conn: current.clone(),
+            matcher: Matcher::Exact(ctx.template(value, 0)?),
+            within: None,
+        }));
+    }
+    if !matches!(value.kind, Kind::Map(_)) {
+        let d = ctx
+            .error(
+                if value.is_null() {
+                    key.span
+                } else {
+                    value.span
+                },
+                format!(
+                    "`expect` needs a message or options, found {}",
+                    value.describe()
+                ),
+            )
+            .with_help("write `- expect: hello` or `- expect: { re: \"\\\\d+\", within: 1s }`");
+        ctx.push(d);
+        return None;
+    }
+    let f = ctx.fields(value, EXPECT_KEYS, "`expect`")?;
+    let conn = conn_field(ctx, &f, current);
+    let matcher = one_of(ctx, &f, EXPECT_MATCHERS, "expect", key).and_then(|(kind, node)| {
+        let t = ctx.template(node, 0)?;
+        check_literal_hex(ctx, kind, &t)?;
+        Some(match kind {
+            "re" => {
+                check_regex(ctx, &t)?;
+                Matcher::Regex(t)
+            }
+            "bytes" => Matcher::Bytes(t),
+            "hex" => Matcher::Hex(t),
+            _ => Matcher::Exact(t),
+        })
+    });
+    let within = match f.get("within") {
+        Some(node) => Some(ctx.duration(node, "within")?),
+        None => None,
+    };
+    Some(StepKind::Expect(Expect {
+        conn: conn?,
+        matcher: matcher?,
+        within,
+    }))
+}
+
+fn expect_close(ctx: &mut Ctx, value: &Node, current: &mut String) -> Option<StepKind> {
+    if !matches!(value.kind, Kind::Map(_)) {
+        let conn = conn_or_current(ctx, value, current)?;
+        return Some(StepKind::ExpectClose { conn, within: None });
+    }
+    let f = ctx.fields(value, CLOSE_KEYS, "`expect_close`")?;
+    let conn = conn_field(ctx, &f, current);
+    let within = match f.get("within") {
+        Some(node) => Some(ctx.duration(node, "within")?),
+        None => None,
+    };
+    Some(StepKind::ExpectClose {
+        conn: conn?,
+        within,
+    })
+}
+
+fn expect_silence(
+    ctx: &mut Ctx,
+    key: &Node,
+    value: &Node,
+    current: &mut String,
+) -> Option<StepKind> {
+    if !matches!(value.kind, Kind::Map(_)) {
+        let duration = ctx.duration(value, "expect_silence")?;
+        return Some(StepKind::ExpectSilence {
+            conn: None,
+            duration,
+        });
+    }
+    let f = ctx.fields(value, SILENCE_KEYS, "`expect_silence`")?;
+    let conn = match f.get("conn") {
+        Some(node) => Some(conn(ctx, node, current)?),
+        None => None,
+    };
+    let Some(node) = f.get("for") else {
+        let d = ctx
+            .error(key.span, "`expect_silence` needs `for:`")
+            .with_help("e.g. `- expect_silence: { conn: C2, for: 500ms }`");
+        ctx.push(d);
+        return None;
+    };
+    let duration = ctx.duration(node, "for")?;
+    Some(StepKind::ExpectSilence { conn, duration })
+}

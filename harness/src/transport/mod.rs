@@ -1,0 +1,184 @@
+//! Byte streams to a target: plain TCP or TLS (rustls), behind one boxed stream type so the
+//! runner never cares which.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// Anything the runner can read and write.
+pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncStream for T {}
+
+/// A connected stream, TCP or TLS.
+pub type BoxStream = Box<dyn AsyncStream>;
+
+/// How to reach the target.
+#[derive(Clone)]
+pub enum Transport {
+    Tcp,
+    Tls {
+        config: Arc<rustls::ClientConfig>,
+        server_name: ServerName<'static>,
+    },
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Tcp => f.write_str("Tcp"),
+            Transport::Tls { server_name, .. } => {
+                write!(f, "Tls({})", server_name.to_str())
+            }
+        }
+    }
+}
+
+impl Transport {
+    /// `tcp` or `tls`, for reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls { .. } => "tls",
+        }
+    }
+}
+
+/// Why a connection to the target could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot resolve `{addr}`: {source}")]
+    Resolve {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("connection to {addr} refused: is the server running and listening there?")]
+    Refused { addr: String },
+    #[error("connecting to {addr} timed out after {}", humantime::format_duration(*.after))]
+    ConnectTimeout { addr: String, after: Duration },
+    #[error("cannot connect to {addr}: {source}")]
+    Io {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Handshake {
+        addr: String,
+        reason: String,
+        help: Option<&'static str>,
+    },
+    #[error("TLS handshake with {addr} did not finish within {}: the target accepted the connection but did not answer", humantime::format_duration(*.after))]
+    HandshakeTimeout { addr: String, after: Duration },
+}
+
+impl ConnectError {
+    /// Advice for the person reading the report, where there is some.
+    pub fn help(&self) -> Option<&'static str> {
+        match self {
+            ConnectError::Handshake { help, .. } => *help,
+            ConnectError::Refused { .. } => {
+                Some("start the server first, or leave out --target to use the built-in reference server")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Opens a stream to `addr` (a `host:port`), doing the TLS handshake when the transport asks
+/// for it. Each phase is bounded by `timeout`.
+pub async fn connect(
+    addr: &str,
+    transport: &Transport,
+    timeout: Duration,
+) -> Result<BoxStream, ConnectError> {
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|source| ConnectError::Resolve {
+            addr: addr.to_owned(),
+            source,
+        })?
+        .collect();
+    let Some(first) = resolved.first().copied() else {
+        return Err(ConnectError::Resolve {
+            addr: addr.to_owned(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
+        });
+    };
+    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(first)).await {
+        Err(_) => {
+            return Err(ConnectError::ConnectTimeout {
+                addr: addr.to_owned(),
+                after: timeout,
+            });
+        }
+        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            return Err(ConnectError::Refused {
+                addr: addr.to_owned(),
+            });
+        }
+        Ok(Err(source)) => {
+            return Err(ConnectError::Io {
+                addr: addr.to_owned(),
+                source,
+            });
+        }
+        Ok(Ok(tcp)) => tcp,
+    };
+    // Small request/response protocols: never wait for Nagle.
+    let _ = tcp.set_nodelay(true);
+    match transport {
+        Transport::Tcp => Ok(Box::new(tcp)),
+        Transport::Tls {
+            config,
+            server_name,
+        } => {
+            let connector = TlsConnector::from(config.clone());
+            match tokio::time::timeout(timeout, connector.connect(server_name.clone(), tcp)).await
+            {
+                Err(_) => Err(ConnectError::HandshakeTimeout {
+                    addr: addr.to_owned(),
+                    after: timeout,
+                }),
+                Ok(Err(e)) => Err(handshake_error(addr, &e)),
+                Ok(Ok(tls)) => Ok(Box::new(tls)),
+            }
+        }
+    }
+}
+
+/// Turns rustls' error into a sentence a grader can act on.
+fn handshake_error(addr: &str, e: &io::Error) -> ConnectError {
+    let inner = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let (reason, help) = match inner {
+        Some(rustls::Error::InvalidCertificate(cert)) => (
+            format!("the server's certificate was rejected ({cert:?})"),
+            Some(
+                "pass --ca FILE with the server's certificate (PEM) to trust it, or --insecure to accept any certificate",
+            ),
+        ),
+        Some(rustls::Error::InvalidMessage(m)) => (
+            format!("the target does not speak TLS (received {m:?})"),
+            Some("check that the target serves TLS on this port"),
+        ),
+        Some(other) => (other.to_string(), None),
+        None if e.kind() == io::ErrorKind::UnexpectedEof => (
+            "the target closed the connection during the handshake".to_owned(),
+            Some("check that the target serves TLS on this port"),
+        ),
+        None => (e.to_string(), None),
+    };
+    ConnectError::Handshake {
+        addr: addr.to_owned(),
+        reason,
+        help,
+    }
+}

@@ -1,0 +1,597 @@
+//! The key-value server: TLS over TCP, one handler per connection, a shared [`Store`].
+//!
+//! ```text
+//! accept -> over max_connections? close at once
+//!        -> TLS handshake (handshake_timeout)
+//!        -> loop { read one TLS record; decode; answer each complete request; flush }
+//!
+//! CONNECT (not logged in)   PBKDF2 on a blocking thread; CONNECT: OK | CONNECT: ERROR
+//!                           (after CONNECT: ERROR the connection stays open, logged out)
+//! PUT / GET / DELETE        answered from the session's data
+//! DISCONNECT                DISCONNECT: OK, session and data removed, connection closed
+//! EOF, reset, TLS error     connection closed, the session keeps its data
+//! anything not allowed      connection dropped without a reply, the session's data removed:
+//!                           malformed or unknown message, one over max_message, a command
+//!                           before CONNECT, a CONNECT while logged in
+//! shutdown                  stop accepting; each connection finishes the request it is
+//!                           serving, then closes (TLS close_notify)
+//! ```
+//!
+//! The course dialect ([`Dialect::Course`]) reads one message per TLS record and writes each
+//! reply, `GET <value>\n<crc>` included, as one record without a line end.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tracing::{debug, info, warn};
+
+use super::auth::{HASH_LEN, TEST_SALT};
+use super::codec::{ClientMessage, Command, DecodeError, MAX_MESSAGE, Reply, ServerDecoder};
+use super::store::{
+    Accounts, ConnId, DEFAULT_MAX_ACCOUNTS, DEFAULT_MAX_KEYS, DEFAULT_MAX_SESSIONS, LoginError,
+    SessionRef, Store, StoreConfig,
+};
+
+pub use super::codec::Dialect;
+#[doc(hidden)]
+pub use super::fault::{Fault, Faults};
+
+/// Default cap on simultaneous connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default time a client has to complete the TLS handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a reply may take to be written before the connection is given up.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a shut-down server waits for its connections to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// A pause after a failed `accept` (for instance, out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Configuration of a key-value server. `Default` follows the spec.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Framing: the spec's lines or the course implementation's one message per write.
+    pub dialect: Dialect,
+    /// Largest message in bytes, line end included.
+    pub max_message: usize,
+    /// PBKDF2 salt of verified accounts.
+    pub salt: Vec<u8>,
+    /// Who may log in.
+    pub accounts: Accounts,
+    /// Simultaneous connections; beyond it new connections are closed at once.
+    pub max_connections: usize,
+    /// Stored sessions; beyond it a `CONNECT` of a new id answers `CONNECT: ERROR`.
+    pub max_sessions: usize,
+    /// Keys per session; beyond it a `PUT` of a new key answers `PUT: ERROR`.
+    pub max_keys: usize,
+    /// Password hashes remembered for first-use accounts.
+    pub max_accounts: usize,
+    /// Time a client has to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time a reply may take to be written.
+    pub write_timeout: Duration,
+    #[doc(hidden)]
+    pub faults: Faults,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            dialect: Dialect::Spec,
+            max_message: MAX_MESSAGE,
+            salt: TEST_SALT.to_vec(),
+            accounts: Accounts::FirstUse,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_keys: DEFAULT_MAX_KEYS,
+            max_accounts: DEFAULT_MAX_ACCOUNTS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            faults: Faults::NONE,
+        }
+    }
+}
+
+impl ServerConfig {
+    fn split(self) -> (Settings, Store) {
+        let store = Store::new(StoreConfig {
+            accounts: self.accounts,
+            salt: self.salt,
+            max_sessions: self.max_sessions,
+            max_keys: self.max_keys,
+            max_accounts: self.max_accounts,
+            faults: self.faults,
+        });
+        let settings = Settings {
+            dialect: self.dialect,
+            reply_dialect: if self.faults.has(Fault::ReplyWithoutLineEnd) {
+                Dialect::Course
+            } else {
+                self.dialect
+            },
+            max_message: if self.faults.has(Fault::NoSizeLimit) {
+                usize::MAX
+            } else {
+                self.max_message
+            },
+            max_connections: self.max_connections,
+            handshake_timeout: self.handshake_timeout,
+            write_timeout: self.write_timeout,
+            faults: self.faults,
+        };
+        (settings, store)
+    }
+}
+
+/// What each connection needs from the configuration.
+#[derive(Debug)]
+struct Settings {
+    dialect: Dialect,
+    /// Framing of replies: `dialect`, unless a fault strips the line ends.
+    reply_dialect: Dialect,
+    max_message: usize,
+    max_connections: usize,
+    handshake_timeout: Duration,
+    write_timeout: Duration,
+    faults: Faults,
+}
+
+/// Serves key-value clients on `listener` until `shutdown` completes, then stops accepting,
+/// lets every connection finish the request it is serving, and returns.
+pub async fn run(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (settings, store) = config.split();
+    serve(listener, tls, Arc::new(settings), Arc::new(store), shutdown).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    settings: Arc<Settings>,
+    store: Arc<Store>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let permits = Arc::new(Semaphore::new(
+        settings.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(e) = joined {
+                    warn!("a connection handler failed: {e}");
+                }
+            }
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        warn!("accept failed: {e}");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                };
+                // Replies are small and awaited one by one: do not let Nagle hold them.
+                let _ = tcp.set_nodelay(true);
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    warn!(
+                        %peer,
+                        "refusing connection: {} connections are open (the limit)",
+                        settings.max_connections
+                    );
+                    drop(tcp);
+                    continue;
+                };
+                let incoming = Incoming {
+                    acceptor: acceptor.clone(),
+                    settings: settings.clone(),
+                    store: store.clone(),
+                    peer,
+                };
+                let stop = stop_rx.clone();
+                connections.spawn(async move {
+                    incoming.handle(tcp, stop).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+    drop(listener);
+    let open = connections.len();
+    if open > 0 {
+        info!("shutting down: waiting for {open} connection(s) to finish");
+    }
+    // Receivers see the change, or the closed channel if every one is gone already.
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            "{} connection(s) did not finish within {DRAIN_TIMEOUT:?}; closing them",
+            connections.len()
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+/// A server running in the background on the current runtime, as tests and the harness use
+/// it.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    store: Arc<Store>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts a server on `127.0.0.1` on a free port. Dropping the returned handle stops the
+/// server too, without waiting for it.
+pub async fn spawn(
+    config: ServerConfig,
+    tls: Arc<rustls::ServerConfig>,
+) -> std::io::Result<RunningServer> {
+    let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    let (settings, store) = config.split();
+    let store = Arc::new(store);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(serve(
+        listener,
+        tls,
+        Arc::new(settings),
+        store.clone(),
+        async move {
+            // A dropped sender stops the server as well.
+            let _ = stopped.await;
+        },
+    ));
+    Ok(RunningServer {
+        addr,
+        store,
+        stop: Some(stop),
+        handle,
+    })
+}
+
+impl RunningServer {
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's sessions and accounts, for inspection.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Stops accepting, lets open connections finish their current request, and waits
+    /// until the server has stopped.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.handle).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!("kv server stopped with an error: {e}"),
+            Err(e) => warn!("kv server stopped abnormally: {e}"),
+        }
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum End {
+    /// The client closed, reset, or broke TLS: the session keeps its data.
+    Closed,
+    /// The client sent `DISCONNECT`.
+    Disconnected,
+    /// The client broke the protocol: dropped, its data removed.
+    Violation(Violation),
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// A message the protocol does not allow.
+#[derive(Debug, thiserror::Error)]
+enum Violation {
+    #[error("malformed message")]
+    Malformed(#[source] DecodeError),
+    #[error("{0} before a successful CONNECT")]
+    NotLoggedIn(Command),
+    #[error("CONNECT while logged in")]
+    ConnectWhileLoggedIn,
+}
+
+/// What a request leaves the connection to do.
+enum Next {
+    Continue,
+    Close,
+}
+
+/// Everything a connection handler needs before the handshake.
+struct Incoming {
+    acceptor: TlsAcceptor,
+    settings: Arc<Settings>,
+    store: Arc<Store>,
+    peer: SocketAddr,
+}
+
+impl Incoming {
+    async fn handle(self, tcp: TcpStream, mut stop: watch::Receiver<bool>) {
+        let peer = self.peer;
+        let handshake =
+            tokio::time::timeout(self.settings.handshake_timeout, self.acceptor.accept(tcp));
+        // A shutdown does not wait for handshakes: no request is in progress yet.
+        let handshake = tokio::select! {
+            _ = stop.changed() => return,
+            handshake = handshake => handshake,
+        };
+        let stream = match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                debug!(%peer, "TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        debug!(%peer, "connected");
+        let mut connection = Connection {
+            conn: self.store.connection(),
+            decoder: ServerDecoder::with_max_message(
+                self.settings.dialect,
+                self.settings.max_message,
+            ),
+            login: None,
+            out: Vec::new(),
+            settings: self.settings,
+            store: self.store,
+            stream,
+        };
+        let end = connection.serve(stop).await;
+        debug!(%peer, "connection ends: {end:?}");
+        connection.finish(end).await;
+    }
+}
+
+/// A connection after its handshake.
+struct Connection {
+    stream: TlsStream<TcpStream>,
+    settings: Arc<Settings>,
+    store: Arc<Store>,
+    conn: ConnId,
+    decoder: ServerDecoder,
+    /// The session this connection is logged in to.
+    login: Option<SessionRef>,
+    /// Reply bytes being assembled.
+    out: Vec<u8>,
+}
+
+impl Connection {
+    fn faults(&self) -> Faults {
+        self.settings.faults
+    }
+
+    async fn serve(&mut self, mut stop: watch::Receiver<bool>) -> End {
+        loop {
+            if *stop.borrow_and_update() {
+                return End::Shutdown;
+            }
+            // One TLS record per read: the course dialect frames messages by record.
+            let read = tokio::select! {
+                biased;
+                _ = stop.changed() => return End::Shutdown,
+                read = self.stream.fill_buf() => match read {
+                    Ok([]) => return End::Closed,
+                    Ok(bytes) => {
+                        self.decoder.feed(bytes);
+                        Ok(bytes.len())
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match read {
+                Ok(n) => self.stream.consume(n),
+                Err(e) => {
+                    debug!("read failed: {e}");
+                    return End::Closed;
+                }
+            }
+            loop {
+                let message = match self.decoder.next_message() {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break,
+                    Err(e) if self.faults().has(Fault::NoDropOnJunk) => {
+                        debug!("ignoring malformed message: {e}");
+                        continue;
+                    }
+                    Err(e) => return End::Violation(Violation::Malformed(e)),
+                };
+                match self.request(message).await {
+                    Ok(Next::Continue) => {}
+                    Ok(Next::Close) => return End::Disconnected,
+                    Err(violation) => return End::Violation(violation),
+                }
+                if let Err(e) = self.flush().await {
+                    debug!("write failed: {e}");
+                    return End::Closed;
+                }
+            }
+            // Refuse half a request that can never be allowed, rather than wait for the rest.
+            if let Some(pending) = self.decoder.pending()
+                && let Err(violation) = self.allowed(pending)
+            {
+                return End::Violation(violation);
+            }
+        }
+    }
+
+    /// Whether `command` is allowed in the connection's login state.
+    fn allowed(&self, command: Command) -> Result<(), Violation> {
+        match (command, &self.login) {
+            (Command::Connect, None) => Ok(()),
+            (Command::Connect, Some(_)) => Err(Violation::ConnectWhileLoggedIn),
+            (_, Some(_)) => Ok(()),
+            (_, None) if self.faults().has(Fault::AllowCommandsBeforeConnect) => Ok(()),
+            (command, None) => Err(Violation::NotLoggedIn(command)),
+        }
+    }
+
+    /// Serves one request, leaving its reply in `self.out`.
+    async fn request(&mut self, message: ClientMessage) -> Result<Next, Violation> {
+        self.allowed(message.command())?;
+        if let ClientMessage::Connect { id, hash } = message {
+            return Ok(self.connect(id, hash).await);
+        }
+        let login = match self.login.take() {
+            Some(login) => login,
+            // Only reachable under Fault::AllowCommandsBeforeConnect.
+            None => self.store.open_unchecked("", self.conn),
+        };
+        let reply = match message {
+            // Served above.
+            ClientMessage::Connect { .. } => Reply::ConnectError,
+            ClientMessage::Put { key, value } => match self.store.put(&login, key, value) {
+                Ok(()) => Reply::PutOk,
+                Err(e) => {
+                    debug!("PUT refused: {e}");
+                    Reply::PutError
+                }
+            },
+            ClientMessage::Get { key } => match self.store.get(&login, &key) {
+                Some(value) => Reply::get_ok(value),
+                None if self.faults().has(Fault::GetMissingReturnsEmpty) => Reply::get_ok(""),
+                None => Reply::GetError,
+            },
+            ClientMessage::Delete { key } => match self.store.delete(&login, &key) {
+                Ok(false) if self.faults().has(Fault::DeleteMissingErrors) => Reply::DeleteError,
+                Ok(_) => Reply::DeleteOk,
+                Err(e) => {
+                    debug!("DELETE refused: {e}");
+                    Reply::DeleteError
+                }
+            },
+            ClientMessage::Disconnect => {
+                self.store.disconnect(login);
+                self.reply(&Reply::DisconnectOk);
+                if self.faults().has(Fault::NoCloseAfterDisconnect) {
+                    return Ok(Next::Continue);
+                }
+                return Ok(Next::Close);
+            }
+        };
+        self.login = Some(login);
+        self.reply(&reply);
+        Ok(Next::Continue)
+    }
+
+    async fn connect(&mut self, id: String, hash: [u8; HASH_LEN]) -> Next {
+        let store = self.store.clone();
+        let conn = self.conn;
+        let login_id = id.clone();
+        // PBKDF2 takes tens of milliseconds: keep it off the async workers.
+        let result = tokio::task::spawn_blocking(move || store.login(&login_id, &hash, conn)).await;
+        let reply = match result {
+            Ok(Ok(login)) => {
+                debug!(id = ?id, "logged in");
+                self.login = Some(login);
+                Reply::ConnectOk
+            }
+            Ok(Err(e)) => {
+                debug!(id = ?id, "login refused: {e}");
+                if self.faults().has(Fault::UsableAfterConnectError)
+                    && matches!(e, LoginError::WrongPassword | LoginError::UnknownUser)
+                {
+                    self.login = Some(self.store.open_unchecked(&id, conn));
+                }
+                Reply::ConnectError
+            }
+            Err(e) => {
+                warn!(id = ?id, "the password check could not run: {e}");
+                Reply::ConnectError
+            }
+        };
+        self.reply(&reply);
+        Next::Continue
+    }
+
+    /// Appends a reply to the output, as the reply dialect frames it.
+    fn reply(&mut self, reply: &Reply) {
+        let dialect = self.settings.reply_dialect;
+        match reply {
+            Reply::GetOk { value, .. } if self.faults().has(Fault::GetWithoutCrc) => {
+                let line_end = if dialect == Dialect::Spec { "\n" } else { "" };
+                self.out
+                    .extend_from_slice(format!("GET {value}{line_end}").as_bytes());
+            }
+            Reply::GetOk { value, crc } if self.faults().has(Fault::WrongCrc) => Reply::GetOk {
+                value: value.clone(),
+                crc: crc.wrapping_add(1),
+            }
+            .encode(dialect, &mut self.out),
+            reply => reply.encode(dialect, &mut self.out),
+        }
+    }
+
+    /// Writes the replies of one request as one write (one TLS record) and flushes.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await
+        };
+        let result = tokio::time::timeout(self.settings.write_timeout, write)
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+        self.out.clear();
+        result
+    }
+
+    /// Settles the session as `end` requires, then closes the connection.
+    async fn finish(mut self, end: End) {
+        let login = self.login.take();
+        match (&end, login) {
+            (_, None) => {}
+            (End::Violation(v), Some(login)) => {
+                debug!(id = ?login.id(), "dropping the connection: {v}");
+                if self.faults().has(Fault::KeepDataAfterDrop) {
+                    self.store.release(login);
+                } else {
+                    self.store.discard(login);
+                }
+            }
+            // DISCONNECT has already removed the session.
+            (End::Closed | End::Disconnected | End::Shutdown, Some(login)) => {
+                self.store.release(login);
+            }
+        }
+        if let End::Disconnected | End::Shutdown = end {
+            let _ = self.flush().await;
+        }
+        // close_notify, then FIN. A peer that does not read may hold this up: bound it.
+        let _ = tokio::time::timeout(self.settings.write_timeout, self.stream.shutdown()).await;
+    }
+}

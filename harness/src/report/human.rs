@@ -147,8 +147,11 @@ impl<'w> HumanReporter<'w> {
 
     fn summary(&mut self, s: &Summary, results: &[ScenarioResult], strict: bool) -> io::Result<()> {
         let mut line = format!(
-            "{} scenarios: {} passed, {} failed, {} timed out, {} errors, {} skipped",
-            s.total, s.passed, s.failed, s.timed_out, s.errors, s.skipped
+            "{} {}: {} passed, {} failed, {} timed out, {} errors, {} skipped",
+            s.total,
+            plural(s.total, "scenario", "scenarios"),
+            s.passed,
+            s.failed, s.timed_out, s.errors, s.skipped
         );
         if s.expected_failures > 0 {
             line.push_str(&format!(", {} expected failures", s.expected_failures));
@@ -195,6 +198,10 @@ fn tail_without_times(t: &Transcript, redact: &[(String, String)]) -> String {
     out
 }
 
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
 /// Column of the first character where two renderings differ.
 fn first_difference(a: &str, b: &str) -> Option<usize> {
     let mut ai = a.chars();
@@ -218,7 +225,8 @@ impl Reporter for HumanReporter<'_> {
                 } else {
                     String::new()
                 };
-                writeln!(self.out, "running {total} scenarios{jobs}")
+                let noun = plural(*total, "scenario", "scenarios");
+                writeln!(self.out, "running {total} {noun}{jobs}")
             }
             Event::SuiteStarted { suite, target } => {
                 let target = if self.opts.times {

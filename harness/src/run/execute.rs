@@ -283,6 +283,7 @@ impl<'a> Exec<'a> {
         let conn = self.conn(&send.conn).await?;
         let mut writes = 0;
         let mut result = Ok(());
+        let mut failed_write = None;
         for (i, piece) in pieces.iter().enumerate() {
             if i > 0 && !send.pause.is_zero() {
                 tokio::time::sleep(send.pause).await;
@@ -290,11 +291,9 @@ impl<'a> Exec<'a> {
             match tokio::time::timeout(timeout, conn.write(piece)).await {
                 Ok(Ok(())) => writes += 1,
                 Ok(Err(e)) => {
-                    result = Err(StepError::failed(format!(
-                        "could not send on `{}`: {e}",
-                        send.conn
-                    ))
-                    .label("the target had closed the connection"));
+                    // The target closed the connection under us. That is not a verdict by
+                    // itself: the next step (expect_close, or an expected reply) decides.
+                    failed_write = Some(e.to_string());
                     break;
                 }
                 Err(_) => {
@@ -321,6 +320,10 @@ impl<'a> Exec<'a> {
                     writes,
                 },
             );
+        }
+        if let Some(reason) = failed_write {
+            self.transcript
+                .push(at, &send.conn, EntryKind::SendFailed { reason });
         }
         result
     }

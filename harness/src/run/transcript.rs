@@ -46,6 +46,10 @@ pub enum EntryKind {
         data: Data,
         writes: usize,
     },
+    /// A write failed: the target had closed the connection.
+    SendFailed {
+        reason: String,
+    },
     Received {
         #[serde(flatten)]
         data: Data,
@@ -208,6 +212,9 @@ impl Transcript {
                     if *writes > 1 {
                         let _ = write!(line, "  (in {writes} writes)");
                     }
+                }
+                EntryKind::SendFailed { reason } => {
+                    let _ = write!(line, "{c} -> S  could not send: {reason}");
                 }
                 EntryKind::Received { data, terminated } => {
                     let mut bytes = data.bytes.clone();

@@ -1,0 +1,22 @@
+//! exploratory
+use std::time::Duration;
+use harness::run::RunOptions;
+use reference_impl::kv::server::{Dialect, Fault};
+use crate::support;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explore() {
+    let suites = support::load(&["scenarios/kv"]);
+    for fault in Fault::ALL {
+        let server = support::kv_server(&[fault], Dialect::Spec).await;
+        let opts = RunOptions { timeout: Some(Duration::from_millis(500)), jobs: 4, ..support::against(&server) };
+        let t = std::time::Instant::now();
+        let report = support::run(&suites, &opts).await;
+        println!("== {fault:?} ({:?})", t.elapsed());
+        for r in report.results.iter().filter(|r| r.outcome.is_problem()) {
+            let f = r.failure.as_ref().unwrap();
+            println!("  {} {:?} step={:?} line={:?} msg={} exp={:?} act={:?}", r.id, r.outcome, f.step, f.span.map(|s| s.line), f.message, f.expected, f.actual);
+        }
+        server.stop().await;
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the harness: the suites against the reference servers (with
+//! transcript snapshots), against servers with one behaviour broken, against hostile
+//! targets, and the command line.
+#![allow(clippy::unwrap_used)]
+
+mod broken;
+mod cli;
+mod hostile;
+mod suites;
+mod support;

@@ -1,0 +1,122 @@
+//! The suites against the built-in reference servers, as `harness run scenarios/` runs them,
+//! with each scenario's transcript kept as a snapshot under `snapshots/`.
+
+use harness::report::human::{HumanOptions, HumanReporter};
+use harness::report::json::JsonReporter;
+use harness::run::{self, Outcome, RunOptions};
+
+use crate::support;
+
+fn snapshot_settings() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path(support::root().join("snapshots/transcripts"));
+    s.set_prepend_module_to_snapshot(false);
+    s.set_omit_expression(true);
+    // The reference server's port changes from run to run.
+    s.add_filter(r"127\.0\.0\.1:\d+", "[target]");
+    s
+}
+
+/// `kv/get/with-crc` -> `kv__get__with-crc`.
+fn snapshot_name(id: &str) -> String {
+    id.replace('/', "__")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_suite_passes_against_the_reference_server_and_its_transcripts_hold() {
+    let suites = support::load(&["scenarios/kv"]);
+    let report = support::run(&suites, &RunOptions::default()).await;
+    let problems: Vec<String> = report
+        .results
+        .iter()
+        .filter(|r| r.outcome != Outcome::Passed)
+        .map(|r| format!("{} {:?}: {:?}", r.id, r.outcome, r.failure))
+        .collect();
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(report.results.len() >= 25, "the KV suite has at least 25 scenarios");
+    for r in &report.results {
+        let redact = [(r.uniq.clone(), "{{uniq}}".to_owned())];
+        let transcript = r.transcript.render(false, &redact);
+        snapshot_settings().bind(|| {
+            insta::assert_snapshot!(snapshot_name(&r.id), transcript);
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_suite_passes_in_the_course_dialect_with_its_profile() {
+    let suites = support::load(&["scenarios/kv"]);
+    let opts = RunOptions {
+        profile: Some(support::profile("course", &suites)),
+        jobs: 8,
+        ..RunOptions::default()
+    };
+    let report = support::run(&suites, &opts).await;
+    let problems: Vec<String> = report
+        .results
+        .iter()
+        .filter(|r| r.outcome != Outcome::Passed)
+        .map(|r| format!("{} {:?}: {:?}", r.id, r.outcome, r.failure))
+        .collect();
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// The human and JSON reports of a run with one failing scenario, as a person and a
+/// grading tool see them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_of_a_failing_run() {
+    use reference_impl::kv::server::{Dialect, Fault};
+    let server = support::kv_server(&[Fault::GetWithoutCrc], Dialect::Spec).await;
+    let suites = support::load(&["scenarios/kv/get-with-crc.yaml", "scenarios/kv/put-new.yaml"]);
+    let opts = RunOptions {
+        jobs: 1,
+        timeout: Some(std::time::Duration::from_millis(300)),
+        ..support::against(&server)
+    };
+    let mut human = Vec::new();
+    let mut json = Vec::new();
+    let report = {
+        let opts_h = HumanOptions {
+            times: false,
+            redact_uniq: true,
+            verbose: true,
+        };
+        let mut h = HumanReporter::new(&mut human, opts_h);
+        let mut j = JsonReporter::new(&mut json);
+        let mut tee = harness::report::Tee(vec![&mut h, &mut j]);
+        run::run(&suites, &opts, &mut tee).await.unwrap()
+    };
+    assert_eq!(report.exit_code(false), 1);
+    let human = String::from_utf8(human)
+        .unwrap()
+        .replace(&server.addr.to_string(), "[target]");
+    let mut json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    let uniqs: Vec<String> = report.results.iter().map(|r| r.uniq.clone()).collect();
+    redact_json(&mut json, &uniqs);
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path(support::root().join("snapshots/harness"));
+    s.set_prepend_module_to_snapshot(false);
+    s.add_redaction(".summary.duration_ms", "[ms]");
+    s.add_redaction(".scenarios[].duration_ms", "[ms]");
+    s.add_redaction(".scenarios[].transcript[].t_ms", "[ms]");
+    s.add_redaction(".scenarios[].transcript[].addr", "[target]");
+    s.set_omit_expression(true);
+    s.bind(|| {
+        insta::assert_snapshot!("report_human_failing_run", human);
+        insta::assert_json_snapshot!("report_json_failing_run", json);
+    });
+}
+
+/// Replaces run-specific ids inside every string of a JSON value.
+fn redact_json(v: &mut serde_json::Value, uniqs: &[String]) {
+    match v {
+        serde_json::Value::String(s) => {
+            for u in uniqs {
+                *s = s.replace(u.as_str(), "{{uniq}}");
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| redact_json(x, uniqs)),
+        serde_json::Value::Object(o) => o.values_mut().for_each(|x| redact_json(x, uniqs)),
+        _ => {}
+    }
+}

@@ -1,0 +1,71 @@
+//! Setup shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+
+use harness::protocol::{self, ReferenceServer};
+use harness::report::{Event, Reporter};
+use harness::run::{self, RunOptions, RunReport};
+use harness::scenario::model::{Profile, Suite};
+use reference_impl::kv::server::{Dialect, Fault, Faults, ServerConfig};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Loads suites by path relative to the repository root. Paths in results and reports stay
+/// relative (`scenarios/kv/...`), as a user would type them.
+pub fn load(paths: &[&str]) -> Vec<Suite> {
+    std::env::set_current_dir(root()).unwrap();
+    let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+    match harness::load::load(&paths) {
+        Ok(suites) => suites,
+        Err(e) => panic!("{}", e.render()),
+    }
+}
+
+/// Loads a profile of the loaded suites by name.
+pub fn profile(name: &str, suites: &[Suite]) -> Profile {
+    match harness::load::load_profile(name, suites) {
+        Ok(p) => p,
+        Err(e) => panic!("{}", e.render()),
+    }
+}
+
+/// A reporter that drops every event.
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn report(&mut self, _: &Event<'_>) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs suites with the given options, reporting nothing.
+pub async fn run(suites: &[Suite], opts: &RunOptions) -> RunReport {
+    run::run(suites, opts, &mut Silent).await.unwrap()
+}
+
+/// Options aimed at a TLS target started by the test, trusting any certificate.
+pub fn against(server: &ReferenceServer) -> RunOptions {
+    RunOptions {
+        target: Some(server.addr.to_string()),
+        insecure: true,
+        ..RunOptions::default()
+    }
+}
+
+/// Starts a KV reference server with some behaviours broken.
+pub async fn kv_server(faults: &[Fault], dialect: Dialect) -> ReferenceServer {
+    let config = ServerConfig {
+        dialect,
+        faults: faults.iter().copied().collect::<Faults>(),
+        ..ServerConfig::default()
+    };
+    protocol::kv::start_with(config, &dialect.to_string())
+        .await
+        .unwrap()
+}

@@ -21,7 +21,7 @@ Examples:
   harness run scenarios/                         every suite, against the built-in reference servers
   harness run scenarios/kv --target 127.0.0.1:4000 --insecure
                                                  the KV suite against your own server
-  harness run scenarios/kv --profile course      with the course's dialect (scenarios/kv/course.profile.yaml)
+  harness run scenarios/kv --profile course      in the course's dialect (kv/course.profile.yaml)
   harness run scenarios/kv --format json --output report.json
   harness check scenarios/                       validate scenario files without running them";
 
@@ -47,6 +47,12 @@ enum Command {
         /// Scenario files, suite folders, or folders of suites.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// Variables that will be given with --var at run time (K=V; only K matters here).
+        #[arg(long = "var", value_name = "K=V", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// A profile that will be used at run time.
+        #[arg(long, value_name = "NAME|FILE")]
+        profile: Option<String>,
     },
     /// List the scenarios of suites: id, points, level, tags, spec section.
     List {
@@ -137,7 +143,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { paths } => check(&paths),
+        Command::Check {
+            paths,
+            vars,
+            profile,
+        } => check(&paths, &vars.into_iter().collect(), profile.as_deref()),
         Command::List { paths } => list(&paths),
         Command::Run(args) => {
             let runtime = match tokio::runtime::Runtime::new() {
@@ -161,15 +171,63 @@ fn load_or_report(paths: &[PathBuf]) -> Result<Vec<harness::scenario::model::Sui
     })
 }
 
-fn check(paths: &[PathBuf]) -> ExitCode {
-    match load_or_report(paths) {
-        Ok(suites) => {
-            let n: usize = suites.iter().map(|s| s.scenarios.len()).sum();
-            println!("ok: {n} scenarios in {} suites", suites.len());
-            ExitCode::SUCCESS
-        }
-        Err(code) => code,
+fn check(paths: &[PathBuf], vars: &BTreeMap<String, String>, profile: Option<&str>) -> ExitCode {
+    let suites = match load_or_report(paths) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let profile = match load_profile(profile, &suites) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if let Err(code) = static_checks(&suites, profile.as_ref(), vars) {
+        return code;
     }
+    let n: usize = suites.iter().map(|s| s.scenarios.len()).sum();
+    println!(
+        "ok: {n} scenario{} in {} suite{}",
+        if n == 1 { "" } else { "s" },
+        suites.len(),
+        if suites.len() == 1 { "" } else { "s" }
+    );
+    ExitCode::SUCCESS
+}
+
+fn load_profile(
+    name: Option<&str>,
+    suites: &[harness::scenario::model::Suite],
+) -> Result<Option<harness::scenario::model::Profile>, ExitCode> {
+    match name {
+        None => Ok(None),
+        Some(p) => load::load_profile(p, suites).map(Some).map_err(|e| {
+            eprint!("{}", e.render());
+            ExitCode::from(2)
+        }),
+    }
+}
+
+fn static_checks(
+    suites: &[harness::scenario::model::Suite],
+    profile: Option<&harness::scenario::model::Profile>,
+    vars: &BTreeMap<String, String>,
+) -> Result<(), ExitCode> {
+    let diagnostics = run::check_suites(suites, profile, vars);
+    if diagnostics.is_empty() {
+        return Ok(());
+    }
+    for d in &diagnostics {
+        eprint!("{}", d.render());
+        eprintln!();
+    }
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    if errors == 0 {
+        return Ok(());
+    }
+    eprintln!(
+        "error: {errors} problem{} in scenario files",
+        if errors == 1 { "" } else { "s" }
+    );
+    Err(ExitCode::from(2))
 }
 
 fn list(paths: &[PathBuf]) -> ExitCode {
@@ -205,22 +263,20 @@ async fn run_command(args: RunArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let profile = match &args.profile {
-        Some(p) => match load::load_profile(p, &suites) {
-            Ok(profile) => Some(profile),
-            Err(e) => {
-                eprint!("{}", e.render());
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
+    let profile = match load_profile(args.profile.as_deref(), &suites) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
+    let cli_vars: BTreeMap<String, String> = args.vars.iter().cloned().collect();
+    if let Err(code) = static_checks(&suites, profile.as_ref(), &cli_vars) {
+        return code;
+    }
     let mut opts = RunOptions {
         target: args.target.clone(),
         ca: args.ca.clone(),
         insecure: args.insecure,
         server_name: args.server_name.clone(),
-        vars: args.vars.iter().cloned().collect::<BTreeMap<_, _>>(),
+        vars: cli_vars,
         profile,
         timeout: args.timeout,
         connect_timeout: args.connect_timeout,

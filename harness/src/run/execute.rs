@@ -310,14 +310,16 @@ impl<'a> Exec<'a> {
             }
         }
         let at = self.elapsed();
-        if writes > 0 {
-            let sent: Vec<u8> = pieces[..writes].concat();
+        // A write the target cut short still shows what was sent, with the failure after it.
+        let attempted = if failed_write.is_some() { writes + 1 } else { writes };
+        if attempted > 0 {
+            let sent: Vec<u8> = pieces[..attempted].concat();
             self.transcript.push(
                 at,
                 &send.conn,
                 EntryKind::Sent {
                     data: Data::new(&sent),
-                    writes,
+                    writes: attempted,
                 },
             );
         }

@@ -124,6 +124,32 @@ pub fn next_uniq() -> String {
     format!("{:04x}z{n}", base & 0xffff)
 }
 
+/// Static checks that need more than one file: every variable a scenario uses is defined by
+/// its protocol, its suite, the profile, `--var`, or an earlier capture. Run by `harness
+/// check` and before `harness run` starts anything.
+pub fn check_suites(
+    suites: &[Suite],
+    profile: Option<&Profile>,
+    vars: &BTreeMap<String, String>,
+) -> Vec<crate::scenario::Diagnostic> {
+    let mut diagnostics = Vec::new();
+    for suite in suites {
+        let mut known: std::collections::BTreeSet<String> =
+            suite.config.vars.keys().cloned().collect();
+        if let Ok(protocol) = suite_protocol(suite) {
+            known.extend(protocol.vars.iter().map(|(k, _)| (*k).to_owned()));
+        }
+        if let Some(p) = profile {
+            known.extend(p.vars.keys().cloned());
+        }
+        known.extend(vars.keys().cloned());
+        for scenario in &suite.scenarios {
+            diagnostics.extend(crate::scenario::check_vars(scenario, &known));
+        }
+    }
+    diagnostics
+}
+
 /// Runs every suite in order; scenarios of a suite run in parallel.
 pub async fn run(
     suites: &[Suite],

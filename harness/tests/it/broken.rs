@@ -7,9 +7,9 @@ use crate::support;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explore() {
     let suites = support::load(&["scenarios/kv"]);
-    for fault in Fault::ALL {
+    for fault in Fault::ALL { let jobs = if fault == Fault::SharedStore { 1 } else { 4 };
         let server = support::kv_server(&[fault], Dialect::Spec).await;
-        let opts = RunOptions { timeout: Some(Duration::from_millis(500)), jobs: 4, ..support::against(&server) };
+        let opts = RunOptions { timeout: Some(Duration::from_millis(500)), jobs, ..support::against(&server) };
         let t = std::time::Instant::now();
         let report = support::run(&suites, &opts).await;
         println!("== {fault:?} ({:?})", t.elapsed());

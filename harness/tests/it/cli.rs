@@ -1,1 +1,166 @@
-//! (filled in below)
+//! The `harness` binary as a user runs it: exit codes, what it prints, `--help`.
+
+use std::process::{Command, Output};
+
+use crate::support;
+
+fn harness(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .current_dir(support::root())
+        .env("COLUMNS", "100")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn settings() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path(support::root().join("snapshots/harness"));
+    s.set_prepend_module_to_snapshot(false);
+    s.set_omit_expression(true);
+    s.add_filter(r"127\.0\.0\.1:\d+", "[addr]");
+    s.add_filter(r"\d+ ms", "[ms]");
+    s.add_filter(r"\d+\.\d{3}s  ", "[t]  ");
+    s.add_filter(r"(points \d+/\d+); .*", "$1; [duration]");
+    s.add_filter(r"\(\d+ at a time\)", "([jobs] at a time)");
+    s
+}
+
+/// A scratch folder under the system temp dir, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("harness-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn run_against_the_reference_server_exits_0() {
+    let o = harness(&["run", "scenarios/kv", "--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains(" passed, 0 failed, 0 timed out, 0 errors"));
+}
+
+#[test]
+fn json_report_has_the_documented_shape() {
+    let o = harness(&["run", "scenarios/kv/login-ok.yaml", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["summary"]["total"], 1);
+    assert_eq!(v["summary"]["passed"], 1);
+    assert_eq!(v["scenarios"][0]["id"], "kv/login/ok");
+    assert_eq!(v["scenarios"][0]["outcome"], "passed");
+    assert_eq!(v["scenarios"][0]["file"], "scenarios/kv/login-ok.yaml");
+}
+
+#[test]
+fn json_to_a_file_keeps_the_human_report_on_stdout() {
+    let dir = Scratch::new("json-output");
+    let out = dir.0.join("report.json");
+    let o = harness(&[
+        "run",
+        "scenarios/kv/login-ok.yaml",
+        "--format",
+        "json",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("1 scenario: 1 passed"));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(v["summary"]["passed"], 1);
+}
+
+#[test]
+fn a_target_that_is_not_listening_is_an_error_outcome_and_exit_1() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let target = format!("127.0.0.1:{port}");
+    let o = harness(&[
+        "run",
+        "scenarios/kv/login-ok.yaml",
+        "--target",
+        &target,
+        "--insecure",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    settings().bind(|| insta::assert_snapshot!("cli_target_refused", stdout(&o)));
+}
+
+#[test]
+fn scenario_file_errors_exit_2_with_file_line_col() {
+    let dir = Scratch::new("check");
+    dir.write("suite.yaml", "protocol: kv\n");
+    dir.write(
+        "bad.yaml",
+        "id: kv/bad\nsteps:\n  - C -> S: CONNECT {{user}}\n  - S -> C: CONNECT: OK\n",
+    );
+    let o = harness(&["check", dir.0.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let text = stderr(&o).replace(&dir.0.display().to_string(), "[dir]");
+    settings().bind(|| insta::assert_snapshot!("cli_check_errors", text));
+}
+
+#[test]
+fn unknown_variables_are_caught_before_anything_runs() {
+    let dir = Scratch::new("vars");
+    dir.write("suite.yaml", "protocol: kv\nvars:\n  password: secret\n");
+    dir.write(
+        "typo.yaml",
+        "id: kv/typo\nsteps:\n  - C -> S: CONNECT {{pasword}}\n",
+    );
+    let o = harness(&["run", dir.0.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let text = stderr(&o).replace(&dir.0.display().to_string(), "[dir]");
+    settings().bind(|| insta::assert_snapshot!("cli_unknown_variable", text));
+    // Given on the command line, the same variable is known.
+    let o = harness(&["check", dir.0.to_str().unwrap(), "--var", "pasword=x"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let o = harness(&["run", "scenarios/kv", "--var", "novalue"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("expected K=V"));
+    let o = harness(&["run", "no/such/folder"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = harness(&["run", "scenarios/kv", "--jobs", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--jobs must be at least 1"));
+    let o = harness(&["run", "scenarios/kv", "--profile", "nosuch"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn run_help_teaches() {
+    let o = harness(&["run", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    settings().bind(|| insta::assert_snapshot!("cli_run_help", stdout(&o)));
+}

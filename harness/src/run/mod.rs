@@ -85,6 +85,10 @@ pub enum SetupError {
     Reference(#[from] protocol::ReferenceError),
     #[error("cannot use --ca {path}: {reason}")]
     Ca { path: String, reason: String },
+    #[error(
+        "suite {dir} speaks TLS: pass --ca FILE with the target's certificate (PEM) to verify it, or --insecure to accept any certificate"
+    )]
+    NoTrust { dir: String },
     #[error("`{name}` is not a valid TLS server name: pass --server-name NAME")]
     ServerName { name: String },
     #[error("TLS setup failed: {0}")]
@@ -157,6 +161,14 @@ pub async fn run(
     reporter: &mut dyn Reporter,
 ) -> Result<RunReport, SetupError> {
     let started = Instant::now();
+    for suite in suites {
+        let protocol = suite_protocol(suite)?;
+        if protocol.tls && opts.target.is_some() && opts.ca.is_none() && !opts.insecure {
+            return Err(SetupError::NoTrust {
+                dir: suite.dir.display().to_string(),
+            });
+        }
+    }
     let total = suites.iter().map(|s| s.scenarios.len()).sum();
     reporter.report(&Event::RunStarted {
         total,

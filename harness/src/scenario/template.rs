@@ -463,6 +463,29 @@ fn eval_expr(expr: &Expr, env: &Env) -> Result<Vec<u8>, TemplateErrorKind> {
     }
 }
 
+/// PBKDF2 with 100,000 rounds costs milliseconds, and every scenario of a suite logs in with
+/// the same few passwords: remember the last results.
+fn cached_hash(password: &[u8], salt: &[u8]) -> [u8; 32] {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Cache = Mutex<HashMap<(Vec<u8>, Vec<u8>), [u8; 32]>>;
+    const MAX_CACHED: usize = 64;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Cache::default);
+    let key = (password.to_vec(), salt.to_vec());
+    if let Some(hash) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
+        return hash;
+    }
+    let hash = hash_password(password, salt);
+    if let Ok(mut c) = cache.lock() {
+        if c.len() >= MAX_CACHED {
+            c.clear();
+        }
+        c.insert(key, hash);
+    }
+    hash
+}
+
 fn call(name: &str, args: &[Vec<u8>], env: &Env) -> Result<Vec<u8>, TemplateErrorKind> {
     let bad = |message: String| TemplateErrorKind::BadArgument {
         function: name.to_owned(),
@@ -478,7 +501,7 @@ fn call(name: &str, args: &[Vec<u8>], env: &Env) -> Result<Vec<u8>, TemplateErro
                 }
                 (None, None) => TEST_SALT.to_vec(),
             };
-            hash_password(a, &salt).to_vec()
+            cached_hash(a, &salt).to_vec()
         }
         "crc32" => crc32(a).to_string().into_bytes(),
         "hex" => hex::encode(a).into_bytes(),

@@ -164,3 +164,17 @@ fn run_help_teaches() {
     assert_eq!(o.status.code(), Some(0));
     settings().bind(|| insta::assert_snapshot!("cli_run_help", stdout(&o)));
 }
+
+#[test]
+fn a_tls_target_needs_a_trust_decision() {
+    let o = harness(&["run", "scenarios/kv", "--target", "127.0.0.1:9"]);
+    assert_eq!(o.status.code(), Some(2));
+    settings().bind(|| insta::assert_snapshot!("cli_tls_without_trust", stderr(&o)));
+}
+
+#[test]
+fn a_missing_path_is_named() {
+    let o = harness(&["run", "scenarios/kvv"]);
+    assert_eq!(o.status.code(), Some(2));
+    settings().bind(|| insta::assert_snapshot!("cli_missing_path", stderr(&o)));
+}

@@ -11,9 +11,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use harness::load;
+use harness::report::Tee;
 use harness::report::human::{HumanOptions, HumanReporter};
 use harness::report::json::JsonReporter;
-use harness::report::Tee;
 use harness::run::{self, RunOptions};
 
 const EXAMPLES: &str = "\
@@ -313,7 +313,12 @@ async fn run_command(args: RunArgs) -> ExitCode {
             run::run(&suites, &opts, &mut HumanReporter::new(f, human_opts)).await
         }
         (Format::Human, None) => {
-            run::run(&suites, &opts, &mut HumanReporter::new(&mut stdout, human_opts)).await
+            run::run(
+                &suites,
+                &opts,
+                &mut HumanReporter::new(&mut stdout, human_opts),
+            )
+            .await
         }
         (Format::Json, None) => run::run(&suites, &opts, &mut JsonReporter::new(&mut stdout)).await,
     };

@@ -2,5 +2,7 @@
 //! clients. Servers are libraries first; the `reference` binary only parses flags.
 #![forbid(unsafe_code)]
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod kv;
 pub mod tls;

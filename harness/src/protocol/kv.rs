@@ -64,8 +64,9 @@ pub async fn start_with(
     };
     let cert = reference_impl::tls::self_signed(&["127.0.0.1".to_owned(), "localhost".to_owned()])
         .map_err(|e| fail(e.to_string()))?;
-    let tls = reference_impl::tls::server_config(vec![cert.cert_der.clone()], cert.key_der.clone_key())
-        .map_err(|e| fail(e.to_string()))?;
+    let tls =
+        reference_impl::tls::server_config(vec![cert.cert_der.clone()], cert.key_der.clone_key())
+            .map_err(|e| fail(e.to_string()))?;
     let running = server::spawn(config, tls)
         .await
         .map_err(|e| fail(e.to_string()))?;

@@ -42,7 +42,9 @@ pub struct HumanReporter<'w> {
 
 impl std::fmt::Debug for HumanReporter<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HumanReporter").field("opts", &self.opts).finish()
+        f.debug_struct("HumanReporter")
+            .field("opts", &self.opts)
+            .finish()
     }
 }
 
@@ -151,7 +153,10 @@ impl<'w> HumanReporter<'w> {
             s.total,
             plural(s.total, "scenario", "scenarios"),
             s.passed,
-            s.failed, s.timed_out, s.errors, s.skipped
+            s.failed,
+            s.timed_out,
+            s.errors,
+            s.skipped
         );
         if s.expected_failures > 0 {
             line.push_str(&format!(", {} expected failures", s.expected_failures));
@@ -233,7 +238,10 @@ impl Reporter for HumanReporter<'_> {
                     (*target).to_owned()
                 } else {
                     // Snapshots: the port changes from run to run.
-                    target.rsplit_once(" at ").map_or(*target, |(d, _)| d).to_owned()
+                    target
+                        .rsplit_once(" at ")
+                        .map_or(*target, |(d, _)| d)
+                        .to_owned()
                 };
                 writeln!(self.out, "\n{}: {target}", suite.dir.display())
             }

@@ -16,6 +16,9 @@ use crate::scenario::model::{
 use crate::scenario::template::{self, Env};
 use crate::transport::{self, Transport};
 
+/// How long `close:` waits for the target to close its side after we closed ours.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 /// Where and how to reach the target, and the settings every scenario of a run shares.
 #[derive(Debug, Clone)]
 pub struct ExecSettings {
@@ -37,17 +40,18 @@ pub struct ExecSettings {
 /// A step that did not hold.
 struct StepError {
     outcome: Outcome,
-    failure: Failure,
+    /// Boxed: a step's `Result` stays small on the happy path.
+    failure: Box<Failure>,
 }
 
 impl StepError {
     fn new(outcome: Outcome, message: impl Into<String>) -> Self {
         Self {
             outcome,
-            failure: Failure {
+            failure: Box::new(Failure {
                 message: message.into(),
                 ..Failure::default()
-            },
+            }),
         }
     }
     fn failed(message: impl Into<String>) -> Self {
@@ -104,7 +108,7 @@ pub async fn run_scenario(
             e.failure.step = Some(index);
             e.failure.span.get_or_insert(step.span);
             outcome = e.outcome;
-            result.failure = Some(e.failure);
+            result.failure = Some(*e.failure);
             break;
         }
     }
@@ -159,7 +163,10 @@ impl<'a> Exec<'a> {
             }
         }
         env.set("uniq".to_owned(), uniq.into_bytes());
-        let line_end = env.get("line_end").map(<[u8]>::to_vec).unwrap_or_else(|| b"\n".to_vec());
+        let line_end = env
+            .get("line_end")
+            .map(<[u8]>::to_vec)
+            .unwrap_or_else(|| b"\n".to_vec());
         let require_line_end = env
             .get("require_line_end")
             .map(|v| !matches!(v, b"false" | b"no" | b"0"))
@@ -199,7 +206,8 @@ impl<'a> Exec<'a> {
             StepKind::Send(send) => self.send(send).await,
             StepKind::Expect(expect) => self.expect(expect).await,
             StepKind::ExpectClose { conn, within } => {
-                self.expect_close(conn, within.unwrap_or(self.timeout)).await
+                self.expect_close(conn, within.unwrap_or(self.timeout))
+                    .await
             }
             StepKind::ExpectSilence { conn, duration } => {
                 self.expect_silence(conn.as_deref(), *duration).await
@@ -209,11 +217,7 @@ impl<'a> Exec<'a> {
                 Ok(())
             }
             StepKind::Close { conn } => {
-                if let Some(mut c) = self.conns.remove(conn) {
-                    c.shutdown(self.timeout).await;
-                    let at = self.elapsed();
-                    self.transcript.push(at, conn, EntryKind::ClosedByUs);
-                }
+                self.close(conn).await;
                 Ok(())
             }
         }
@@ -259,9 +263,9 @@ impl<'a> Exec<'a> {
         if !self.conns.contains_key(name) {
             self.open(name).await?;
         }
-        self.conns
-            .get_mut(name)
-            .ok_or_else(|| StepError::new(Outcome::Error, format!("connection `{name}` is not open")))
+        self.conns.get_mut(name).ok_or_else(|| {
+            StepError::new(Outcome::Error, format!("connection `{name}` is not open"))
+        })
     }
 
     fn expand(&self, t: &Template) -> Result<Vec<u8>, StepError> {
@@ -278,7 +282,8 @@ impl<'a> Exec<'a> {
             Payload::Bytes(t) => self.expand(t)?,
             Payload::Hex(t) => decode_hex(&self.expand(t)?, t)?,
         };
-        let pieces = split_at(&mut bytes, &send.split).map_err(|m| StepError::new(Outcome::Error, m))?;
+        let pieces =
+            split_at(&mut bytes, &send.split).map_err(|m| StepError::new(Outcome::Error, m))?;
         let timeout = self.timeout;
         let conn = self.conn(&send.conn).await?;
         let mut writes = 0;
@@ -311,7 +316,11 @@ impl<'a> Exec<'a> {
         }
         let at = self.elapsed();
         // A write the target cut short still shows what was sent, with the failure after it.
-        let attempted = if failed_write.is_some() { writes + 1 } else { writes };
+        let attempted = if failed_write.is_some() {
+            writes + 1
+        } else {
+            writes
+        };
         if attempted > 0 {
             let sent: Vec<u8> = pieces[..attempted].concat();
             self.transcript.push(
@@ -334,7 +343,9 @@ impl<'a> Exec<'a> {
         let within = expect.within.unwrap_or(self.timeout);
         let wanted = self.describe(&expect.matcher)?;
         let deadline = Instant::now() + within;
-        let frame = self.next_message(&expect.conn, deadline, within, &wanted).await?;
+        let frame = self
+            .next_message(&expect.conn, deadline, within, &wanted)
+            .await?;
         self.check(&expect.matcher, &frame, &wanted)
     }
 
@@ -439,9 +450,9 @@ impl<'a> Exec<'a> {
                 let re = regex::bytes::Regex::new(&pattern)
                     .and_then(|_| regex::bytes::Regex::new(&format!(r"\A(?:{pattern})\z")))
                     .map_err(|e| {
-                    StepError::new(Outcome::Error, format!("invalid regular expression: {e}"))
-                        .span(t.span)
-                })?;
+                        StepError::new(Outcome::Error, format!("invalid regular expression: {e}"))
+                            .span(t.span)
+                    })?;
                 let Some(caps) = re.captures(&frame.data) else {
                     return Err(mismatch(format!("received {actual}")));
                 };
@@ -452,7 +463,10 @@ impl<'a> Exec<'a> {
                 }
             }
         }
-        if self.require_line_end && !frame.terminated && matches!(m, Matcher::Exact(_) | Matcher::Regex(_)) {
+        if self.require_line_end
+            && !frame.terminated
+            && matches!(m, Matcher::Exact(_) | Matcher::Regex(_))
+        {
             return Err(StepError::failed("the message has no line end")
                 .label(format!("received {actual} and then nothing for {}", humantime::format_duration(self.scenario.quiet)))
                 .help("the spec ends every message with \\n; run with a dialect profile (or --var require_line_end=false) to accept unterminated messages"));
@@ -582,6 +596,47 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
+    /// Closes our side of `name`, then lingers until the target closes its side too (bounded
+    /// by `CLOSE_LINGER` and the step timeout), so that the next step meets a target that has
+    /// already handled the close. A target that keeps its side open is not a failure: the
+    /// step only waits less than a second for it. Whatever arrives meanwhile is recorded.
+    async fn close(&mut self, name: &str) {
+        let Some(mut conn) = self.conns.remove(name) else {
+            return;
+        };
+        conn.shutdown(self.timeout).await;
+        let at = self.elapsed();
+        self.transcript.push(at, name, EntryKind::ClosedByUs);
+        let deadline = Instant::now() + CLOSE_LINGER.min(self.timeout);
+        loop {
+            match conn.recv(deadline).await {
+                Ok(Incoming::Message(frame, at)) => {
+                    let at = self.at(at);
+                    self.transcript.push(
+                        at,
+                        name,
+                        EntryKind::Received {
+                            data: Data::new(&frame.data),
+                            terminated: frame.terminated,
+                        },
+                    );
+                }
+                Ok(Incoming::Closed(how, at)) => {
+                    let at = self.at(at);
+                    self.transcript.push(
+                        at,
+                        name,
+                        EntryKind::ClosedByTarget {
+                            how: how.to_string(),
+                        },
+                    );
+                    return;
+                }
+                Ok(Incoming::TooLong(..)) | Err(_) => return,
+            }
+        }
+    }
+
     /// Closes every connection still open, politely and within a bound.
     async fn finish(&mut self) {
         let conns = std::mem::take(&mut self.conns);
@@ -610,9 +665,8 @@ fn decode_hex(text: &[u8], t: &Template) -> Result<Vec<u8>, StepError> {
         .copied()
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
-    hex::decode(&digits).map_err(|e| {
-        StepError::new(Outcome::Error, format!("invalid hex: {e}")).span(t.span)
-    })
+    hex::decode(&digits)
+        .map_err(|e| StepError::new(Outcome::Error, format!("invalid hex: {e}")).span(t.span))
 }
 
 /// Cuts `bytes` at the offsets of a split send.

@@ -144,7 +144,9 @@ mod tests {
         assert_eq!(err.limit, 8);
         assert_eq!(err.head, b"123456789");
         let mut f = LineFramer::new(8);
-        let err = f.push(&[b'x'; 10_000], &mut out).expect_err("over the limit");
+        let err = f
+            .push(&[b'x'; 10_000], &mut out)
+            .expect_err("over the limit");
         assert_eq!(err.head.len(), HEAD_LEN);
     }
 

@@ -73,7 +73,9 @@ impl Default for RunOptions {
 /// Problems that stop a run before any scenario starts (exit code 2).
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("suite {dir} names no protocol: add `protocol: NAME` to its suite.yaml (known: {known})")]
+    #[error(
+        "suite {dir} names no protocol: add `protocol: NAME` to its suite.yaml (known: {known})"
+    )]
     NoProtocol { dir: String, known: String },
     #[error("suite {dir} uses protocol `{name}`, which the harness does not know (known: {known})")]
     UnknownProtocol {
@@ -124,8 +126,9 @@ pub fn next_uniq() -> String {
         u64::from(std::process::id()) ^ u64::from(nanos)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // The `z` keeps the value from ever matching inside a hex dump when reports redact it.
-    format!("{:04x}z{n}", base & 0xffff)
+    // The `z` keeps the value from ever matching inside a hex dump when reports redact it;
+    // the fixed width keeps message lengths the same from run to run.
+    format!("{:04x}z{n:06}", base & 0xffff)
 }
 
 /// Static checks that need more than one file: every variable a scenario uses is defined by
@@ -261,8 +264,8 @@ async fn prepare(
             Some(n) => n.clone(),
             None => host_of(&addr).to_owned(),
         };
-        let server_name = ServerName::try_from(name.clone())
-            .map_err(|_| SetupError::ServerName { name })?;
+        let server_name =
+            ServerName::try_from(name.clone()).map_err(|_| SetupError::ServerName { name })?;
         Transport::Tls {
             config,
             server_name,
@@ -315,7 +318,8 @@ async fn run_suite(
         .scenarios
         .iter()
         .enumerate()
-        .partition(|(_, s)| !s.serial);
+        // One job at a time runs in file order, so its report is reproducible.
+        .partition(|(_, s)| !s.serial && jobs > 1);
     let mut slots: Vec<Option<ScenarioResult>> = vec![None; suite.scenarios.len()];
 
     let semaphore = Arc::new(Semaphore::new(jobs));
@@ -335,7 +339,11 @@ async fn run_suite(
                 reporter.report(&Event::ScenarioFinished(&result))?;
                 slots[index] = Some(result);
             }
-            Err(e) => return Err(SetupError::Internal(format!("a scenario task stopped: {e}"))),
+            Err(e) => {
+                return Err(SetupError::Internal(format!(
+                    "a scenario task stopped: {e}"
+                )));
+            }
         }
     }
     for (index, scenario) in serial {

@@ -208,7 +208,11 @@ impl Transcript {
                     let _ = write!(line, "{c}  could not connect: {reason}");
                 }
                 EntryKind::Sent { data, writes } => {
-                    let _ = write!(line, "{c} -> S  {}", abbreviate(&show_bytes(&data.bytes), 300));
+                    let _ = write!(
+                        line,
+                        "{c} -> S  {}",
+                        abbreviate(&show_bytes(&data.bytes), 300)
+                    );
                     if *writes > 1 {
                         let _ = write!(line, "  (in {writes} writes)");
                     }
@@ -248,7 +252,11 @@ impl Transcript {
             out.push_str(&line);
             out.push('\n');
         }
-        if self.dropped > 0 && entries.last().is_some_and(|e| std::ptr::eq(e, self.entries.last().expect("non-empty"))) {
+        if self.dropped > 0
+            && entries
+                .last()
+                .is_some_and(|e| std::ptr::eq(e, self.entries.last().expect("non-empty")))
+        {
             let _ = writeln!(out, "  ... {} more entries not kept", self.dropped);
         }
         out

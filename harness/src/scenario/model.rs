@@ -156,7 +156,8 @@ pub enum StepKind {
         duration: Duration,
     },
     Sleep(Duration),
-    /// Close our side of the connection (TLS close_notify, then FIN).
+    /// Close our side of the connection (TLS close_notify, then FIN), then wait briefly for
+    /// the target to close its side, so later steps see a target that handled the close.
     Close {
         conn: String,
     },

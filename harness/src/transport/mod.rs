@@ -83,9 +83,9 @@ impl ConnectError {
     pub fn help(&self) -> Option<&'static str> {
         match self {
             ConnectError::Handshake { help, .. } => *help,
-            ConnectError::Refused { .. } => {
-                Some("start the server first, or leave out --target to use the built-in reference server")
-            }
+            ConnectError::Refused { .. } => Some(
+                "start the server first, or leave out --target to use the built-in reference server",
+            ),
             _ => None,
         }
     }
@@ -140,8 +140,7 @@ pub async fn connect(
             server_name,
         } => {
             let connector = TlsConnector::from(config.clone());
-            match tokio::time::timeout(timeout, connector.connect(server_name.clone(), tcp)).await
-            {
+            match tokio::time::timeout(timeout, connector.connect(server_name.clone(), tcp)).await {
                 Err(_) => Err(ConnectError::HandshakeTimeout {
                     addr: addr.to_owned(),
                     after: timeout,

@@ -1,38 +1,499 @@
-//! exploratory
+//! The KV suite against servers that are wrong in exactly one way. A suite that passes against
+//! a broken server does not test that behaviour, so each test names the scenarios that must
+//! catch the fault, how each one ends, and the line of the step that catches it. The list is
+//! exact: a test also fails when an unrelated scenario starts failing.
+
+use std::collections::BTreeSet;
 use std::time::Duration;
-use harness::run::RunOptions;
+
+use harness::report::human::{HumanOptions, HumanReporter};
+use harness::run::{self, Outcome, RunOptions, RunReport, ScenarioResult};
 use reference_impl::kv::server::{Dialect, Fault};
+
 use crate::support;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn explore() {
-    let suites = support::load(&["scenarios/kv"]);
-    for fault in Fault::ALL { let jobs = if fault == Fault::SharedStore { 1 } else { 4 };
-        let server = support::kv_server(&[fault], Dialect::Spec).await;
-        let opts = RunOptions { timeout: Some(Duration::from_millis(500)), jobs, ..support::against(&server) };
-        let t = std::time::Instant::now();
-        let report = support::run(&suites, &opts).await;
-        println!("== {fault:?} ({:?})", t.elapsed());
-        for r in report.results.iter().filter(|r| r.outcome.is_problem()) {
-            let f = r.failure.as_ref().unwrap();
-            println!("  {} {:?} step={:?} line={:?} msg={} exp={:?} act={:?}", r.id, r.outcome, f.step, f.span.map(|s| s.line), f.message, f.expected, f.actual);
-        }
-        server.stop().await;
+use Outcome::{Failed, TimedOut};
+
+/// Deadline of every expectation without its own `within:`. Short, so that scenarios waiting
+/// for a reply that never comes do not slow the tests down; still far above the time a
+/// reference server takes to answer.
+const DEADLINE: Duration = Duration::from_millis(500);
+
+/// Scenarios run at once against one server.
+const JOBS: usize = 4;
+
+/// A scenario that catches a fault: its id, how it ends, and the line of the failing step.
+type Caught = (&'static str, Outcome, u32);
+
+fn options(server: &harness::protocol::ReferenceServer, jobs: usize) -> RunOptions {
+    RunOptions {
+        timeout: Some(DEADLINE),
+        jobs,
+        ..support::against(server)
     }
 }
 
+/// One line per scenario that did not pass, to show when an assertion fails.
+fn problems(report: &RunReport) -> Vec<String> {
+    report
+        .results
+        .iter()
+        .filter(|r| r.outcome.is_problem())
+        .map(|r| {
+            format!(
+                "{} {:?} at line {}: {}",
+                r.id,
+                r.outcome,
+                failing_line(r),
+                summary(r)
+            )
+        })
+        .collect()
+}
+
+/// The line of the step that decided a result (0 if none).
+fn failing_line(r: &ScenarioResult) -> u32 {
+    r.failure
+        .as_ref()
+        .and_then(|f| f.span)
+        .map_or(0, |s| s.line)
+}
+
+/// The failure of a result as one line: message, caret label and the actual message.
+fn summary(r: &ScenarioResult) -> String {
+    let Some(f) = &r.failure else {
+        return String::from("(no failure recorded)");
+    };
+    let mut s = f.message.clone();
+    if let Some(label) = &f.label {
+        s.push_str(&format!(" | {label}"));
+    }
+    if let Some(actual) = &f.actual {
+        s.push_str(&format!(" | actual {actual}"));
+    }
+    s
+}
+
+/// Runs the whole KV suite against a server with `fault` and checks that exactly the `caught`
+/// scenarios do not pass, each ending as listed at the listed line. The first entry is the
+/// family's main scenario: its failure must also mention `says`.
+async fn check_fault(fault: Fault, jobs: usize, says: &str, caught: &[Caught]) {
+    let suites = support::load(&["scenarios/kv"]);
+    let server = support::kv_server(&[fault], Dialect::Spec).await;
+    let report = support::run(&suites, &options(&server, jobs)).await;
+    server.stop().await;
+
+    let all = problems(&report);
+    let mut actual: Vec<(String, Outcome, u32)> = report
+        .results
+        .iter()
+        .filter(|r| r.outcome.is_problem())
+        .map(|r| (r.id.clone(), r.outcome, failing_line(r)))
+        .collect();
+    actual.sort();
+    let mut expected: Vec<(String, Outcome, u32)> = caught
+        .iter()
+        .map(|&(id, outcome, line)| (id.to_owned(), outcome, line))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        actual, expected,
+        "scenarios that did not pass against a server with fault `{fault}`:\n{all:#?}"
+    );
+
+    let (main, _, _) = caught[0];
+    let result = report.results.iter().find(|r| r.id == main).unwrap();
+    let said = summary(result);
+    assert!(
+        said.contains(says),
+        "`{main}` against fault `{fault}` should mention {says:?}, but says: {said}"
+    );
+    assert_eq!(report.exit_code(true), 1, "a strict run must fail");
+}
+
+/// One test per fault: `name: Fault, "what the main scenario's failure mentions", [caught]`.
+/// The first caught scenario is the family's main one.
+macro_rules! broken_server {
+    ($(#[$doc:meta])* $name:ident: $fault:expr, jobs $jobs:expr, $says:literal,
+     [$($id:literal => $outcome:ident at $line:literal),+ $(,)?]) => {
+        $(#[$doc])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            check_fault($fault, $jobs, $says, &[$(($id, $outcome, $line)),+]).await;
+        }
+    };
+    ($(#[$doc:meta])* $name:ident: $fault:expr, $says:literal,
+     [$($id:literal => $outcome:ident at $line:literal),+ $(,)?]) => {
+        broken_server!($(#[$doc])* $name: $fault, jobs JOBS, $says, [$($id => $outcome at $line),+]);
+    };
+}
+
+/// Every fault a test below covers; `every_fault_has_a_test` compares it with `Fault::ALL`.
+const TESTED: [Fault; 17] = [
+    Fault::AcceptAnyPassword,
+    Fault::AllowDuplicateSession,
+    Fault::PutKeepsOldValue,
+    Fault::GetWithoutCrc,
+    Fault::WrongCrc,
+    Fault::GetMissingReturnsEmpty,
+    Fault::DeleteKeepsKey,
+    Fault::DeleteMissingErrors,
+    Fault::KeepSessionAfterDisconnect,
+    Fault::NoCloseAfterDisconnect,
+    Fault::SharedStore,
+    Fault::NoDropOnJunk,
+    Fault::KeepDataAfterDrop,
+    Fault::AllowCommandsBeforeConnect,
+    Fault::NoSizeLimit,
+    Fault::UsableAfterConnectError,
+    Fault::ReplyWithoutLineEnd,
+];
+
+#[test]
+fn every_fault_has_a_test() {
+    let tested: BTreeSet<&str> = TESTED.iter().map(|f| f.name()).collect();
+    let all: BTreeSet<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
+    assert_eq!(tested, all, "add a broken_server! test for each new fault");
+}
+
+// login and auth
+
+broken_server!(
+    /// A wrong password opens the session: the refused login answers `CONNECT: OK`.
+    accept_any_password: Fault::AcceptAnyPassword, "received \"CONNECT: OK\"", [
+        "kv/login/wrong-password" => Failed at 14,
+        "kv/login/refused-session-unusable" => Failed at 14,
+    ]
+);
+
+broken_server!(
+    /// A second connection may log in to an active session.
+    allow_duplicate_session: Fault::AllowDuplicateSession, "received \"CONNECT: OK\"", [
+        "kv/login/duplicate-session" => Failed at 11,
+    ]
+);
+
+broken_server!(
+    /// After `CONNECT: ERROR` the connection is logged in anyway, so its GET is answered.
+    usable_after_connect_error: Fault::UsableAfterConnectError, "but it sent a message", [
+        "kv/login/refused-session-unusable" => Failed at 16,
+    ]
+);
+
+// put
+
+broken_server!(
+    /// Overwriting a key keeps the old value.
+    put_keeps_old_value: Fault::PutKeepsOldValue, "received \"GET blue\"", [
+        "kv/put/overwrite" => Failed at 14,
+    ]
+);
+
+// get and crc
+
+broken_server!(
+    /// No CRC line after the value: every scenario reading a value waits for its CRC.
+    get_without_crc: Fault::GetWithoutCrc, "no message on `C`", [
+        "kv/get/with-crc" => TimedOut at 13,
+        "kv/get/crc-unsigned" => TimedOut at 13,
+        "kv/get/large-value" => TimedOut at 14,
+        "kv/delete/present" => TimedOut at 17,
+        "kv/isolation/junk-spares-others" => TimedOut at 20,
+        "kv/isolation/separate-stores" => TimedOut at 20,
+        "kv/login/wrong-password" => TimedOut at 21,
+        "kv/put/empty-value" => TimedOut at 13,
+        "kv/put/new" => TimedOut at 13,
+        "kv/put/overwrite" => TimedOut at 15,
+        "kv/put/value-in-second-write" => TimedOut at 15,
+        "kv/session/kept-after-eof" => TimedOut at 19,
+    ]
+);
+
+broken_server!(
+    /// The CRC is off by one: every scenario reading a value fails on its CRC line.
+    wrong_crc: Fault::WrongCrc, "actual \"222957958\"", [
+        "kv/get/with-crc" => Failed at 13,
+        "kv/get/crc-unsigned" => Failed at 13,
+        "kv/get/large-value" => Failed at 14,
+        "kv/delete/present" => Failed at 17,
+        "kv/isolation/junk-spares-others" => Failed at 20,
+        "kv/isolation/separate-stores" => Failed at 20,
+        "kv/login/wrong-password" => Failed at 21,
+        "kv/put/empty-value" => Failed at 13,
+        "kv/put/new" => Failed at 13,
+        "kv/put/overwrite" => Failed at 15,
+        "kv/put/value-in-second-write" => Failed at 15,
+        "kv/session/kept-after-eof" => Failed at 19,
+    ]
+);
+
+broken_server!(
+    /// A missing key answers an empty value: every scenario expecting `GET: ERROR` fails.
+    get_missing_returns_empty: Fault::GetMissingReturnsEmpty, "received \"GET \"", [
+        "kv/get/missing" => Failed at 10,
+        "kv/get/after-delete" => Failed at 14,
+        "kv/disconnect/session-gone" => Failed at 18,
+        "kv/isolation/separate-stores" => Failed at 15,
+        "kv/malformed/lowercase" => Failed at 17,
+        "kv/malformed/non-ascii" => Failed at 18,
+        "kv/malformed/unknown-command" => Failed at 17,
+        "kv/put/value-over-limit" => Failed at 18,
+    ]
+);
+
+// delete
+
+broken_server!(
+    /// `DELETE: OK`, but the key is still there.
+    delete_keeps_key: Fault::DeleteKeepsKey, "received \"GET blue\"", [
+        "kv/get/after-delete" => Failed at 14,
+    ]
+);
+
+broken_server!(
+    /// Deleting a missing key answers `DELETE: ERROR`. Only a `should` scenario checks this,
+    /// so it fails a strict run only.
+    delete_missing_errors: Fault::DeleteMissingErrors, "received \"DELETE: ERROR\"", [
+        "kv/delete/missing" => Failed at 11,
+    ]
+);
+
+// disconnect and session
+
+broken_server!(
+    /// The connection stays open after `DISCONNECT: OK`.
+    no_close_after_disconnect: Fault::NoCloseAfterDisconnect, "did not close `C`", [
+        "kv/disconnect/reply-and-close" => Failed at 11,
+    ]
+);
+
+broken_server!(
+    /// `DISCONNECT` keeps the session's data for the next login.
+    keep_session_after_disconnect: Fault::KeepSessionAfterDisconnect, "received \"GET blue\"", [
+        "kv/disconnect/session-gone" => Failed at 18,
+    ]
+);
+
+// isolation
+
+broken_server!(
+    /// One store for every client. The shared store carries data from one scenario to the
+    /// next, so the scenarios run one at a time here: in parallel, which ones fail would
+    /// depend on their timing.
+    shared_store: Fault::SharedStore, jobs 1, "received \"GET blue\"", [
+        "kv/isolation/separate-stores" => Failed at 15,
+        "kv/isolation/junk-spares-others" => Failed at 19,
+        "kv/disconnect/session-gone" => Failed at 18,
+        "kv/malformed/lowercase" => Failed at 17,
+        "kv/malformed/non-ascii" => Failed at 18,
+        "kv/malformed/unknown-command" => Failed at 17,
+        "kv/put/value-over-limit" => Failed at 18,
+    ]
+);
+
+// malformed messages and drops
+
+broken_server!(
+    /// Junk is ignored instead of dropping the connection.
+    no_drop_on_junk: Fault::NoDropOnJunk, "did not close `C`", [
+        "kv/malformed/unknown-command" => Failed at 12,
+        "kv/malformed/lowercase" => Failed at 12,
+        "kv/malformed/non-ascii" => Failed at 13,
+        "kv/malformed/endless-line" => Failed at 10,
+        "kv/delete/without-key" => Failed at 10,
+        "kv/get/without-key" => Failed at 10,
+        "kv/isolation/junk-spares-others" => Failed at 17,
+        "kv/put/value-over-limit" => Failed at 13,
+    ]
+);
+
+broken_server!(
+    /// A dropped client's data survives for its next login.
+    keep_data_after_drop: Fault::KeepDataAfterDrop, "received \"GET blue\"", [
+        "kv/malformed/unknown-command" => Failed at 17,
+        "kv/malformed/lowercase" => Failed at 17,
+        "kv/malformed/non-ascii" => Failed at 18,
+        "kv/put/value-over-limit" => Failed at 18,
+    ]
+);
+
+// before connect
+
+broken_server!(
+    /// Commands before a successful `CONNECT` are served.
+    allow_commands_before_connect: Fault::AllowCommandsBeforeConnect, "but it sent a message", [
+        "kv/before-connect/get" => Failed at 7,
+        "kv/before-connect/put" => Failed at 7,
+        "kv/login/refused-session-unusable" => Failed at 16,
+    ]
+);
+
+// message size limit
+
+broken_server!(
+    /// Messages of any length are accepted.
+    no_size_limit: Fault::NoSizeLimit, "received \"PUT: OK\"", [
+        "kv/put/value-over-limit" => Failed at 13,
+        "kv/malformed/endless-line" => Failed at 10,
+    ]
+);
+
+// framing
+
+broken_server!(
+    /// Replies carry no line end: the first reply of every scenario that expects one fails.
+    reply_without_line_end: Fault::ReplyWithoutLineEnd, "the message has no line end", [
+        "kv/login/ok" => Failed at 8,
+        "kv/delete/missing" => Failed at 9,
+        "kv/delete/present" => Failed at 8,
+        "kv/delete/without-key" => Failed at 8,
+        "kv/disconnect/reply-and-close" => Failed at 8,
+        "kv/disconnect/session-gone" => Failed at 8,
+        "kv/get/after-delete" => Failed at 8,
+        "kv/get/crc-unsigned" => Failed at 8,
+        "kv/get/large-value" => Failed at 8,
+        "kv/get/missing" => Failed at 8,
+        "kv/get/with-crc" => Failed at 8,
+        "kv/get/without-key" => Failed at 8,
+        "kv/isolation/junk-spares-others" => Failed at 8,
+        "kv/isolation/separate-stores" => Failed at 8,
+        "kv/login/duplicate-session" => Failed at 8,
+        "kv/login/hash-split" => Failed at 8,
+        "kv/login/hash-too-short" => Failed at 12,
+        "kv/login/refused-session-unusable" => Failed at 8,
+        "kv/login/without-hash" => Failed at 11,
+        "kv/login/wrong-password" => Failed at 8,
+        "kv/malformed/endless-line" => Failed at 8,
+        "kv/malformed/lowercase" => Failed at 8,
+        "kv/malformed/non-ascii" => Failed at 8,
+        "kv/malformed/unknown-command" => Failed at 8,
+        "kv/put/empty-value" => Failed at 8,
+        "kv/put/new" => Failed at 8,
+        "kv/put/overwrite" => Failed at 8,
+        "kv/put/value-at-limit" => Failed at 8,
+        "kv/put/value-in-second-write" => Failed at 8,
+        "kv/put/value-over-limit" => Failed at 8,
+        "kv/session/kept-after-eof" => Failed at 9,
+    ]
+);
+
+/// The baseline of the tests above: with the same options, a correct server passes every
+/// scenario, so each failure above is the fault's doing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn explore_course() {
+async fn correct_server_passes_everything() {
+    let suites = support::load(&["scenarios/kv"]);
+    let server = support::kv_server(&[], Dialect::Spec).await;
+    let report = support::run(&suites, &options(&server, JOBS)).await;
+    server.stop().await;
+    assert!(report.results.len() >= 25);
+    let not_passed: Vec<_> = report
+        .results
+        .iter()
+        .filter(|r| r.outcome != Outcome::Passed)
+        .collect();
+    assert!(not_passed.is_empty(), "{:#?}", problems(&report));
+    assert_eq!(report.exit_code(true), 0);
+}
+
+/// A course-dialect server, given as a target, passes the suite under the `course` profile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn course_server_passes_with_the_course_profile() {
     let suites = support::load(&["scenarios/kv"]);
     let server = support::kv_server(&[], Dialect::Course).await;
-    for profile in [true, false] {
-        let opts = RunOptions { timeout: Some(Duration::from_millis(500)), jobs: 4, profile: profile.then(|| support::profile("course", &suites)), ..support::against(&server) };
-        let t = std::time::Instant::now();
-        let report = support::run(&suites, &opts).await;
-        println!("== profile {profile} ({:?})", t.elapsed());
-        for r in report.results.iter().filter(|r| r.outcome.is_problem()) {
-            let f = r.failure.as_ref().unwrap();
-            println!("  {} {:?} step={:?} line={:?} msg={} label={:?} help={:?}", r.id, r.outcome, f.step, f.span.map(|s| s.line), f.message, f.label, f.help);
-        }
+    let opts = RunOptions {
+        profile: Some(support::profile("course", &suites)),
+        ..options(&server, JOBS)
+    };
+    let report = support::run(&suites, &opts).await;
+    server.stop().await;
+    let not_passed: Vec<_> = report
+        .results
+        .iter()
+        .filter(|r| r.outcome != Outcome::Passed)
+        .collect();
+    assert!(not_passed.is_empty(), "{:#?}", problems(&report));
+}
+
+/// Without the profile, the strict suite fails against a course-dialect server: every
+/// scenario that expects a reply fails at its first one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn course_server_fails_the_strict_suite() {
+    let suites = support::load(&["scenarios/kv"]);
+    let server = support::kv_server(&[], Dialect::Course).await;
+
+    // As is: the harness ends `CONNECT u...` with a line feed, which the course server takes
+    // as part of the client id, so the login is refused; the reply has no line end either.
+    let mut human = Vec::new();
+    let report = {
+        let mut reporter = HumanReporter::new(
+            &mut human,
+            HumanOptions {
+                times: false,
+                redact_uniq: true,
+                verbose: false,
+            },
+        );
+        run::run(&suites, &options(&server, JOBS), &mut reporter)
+            .await
+            .unwrap()
+    };
+    let human = String::from_utf8(human).unwrap();
+    let failed: BTreeSet<&str> = report
+        .results
+        .iter()
+        .filter(|r| r.outcome.is_problem())
+        .map(|r| r.id.as_str())
+        .collect();
+    let expected: BTreeSet<&str> = report
+        .results
+        .iter()
+        .map(|r| r.id.as_str())
+        .filter(|id| !id.starts_with("kv/before-connect/"))
+        .collect();
+    assert_eq!(failed, expected, "{:#?}", problems(&report));
+    let login = report
+        .results
+        .iter()
+        .find(|r| r.id == "kv/login/ok")
+        .unwrap();
+    let failure = login.failure.as_ref().unwrap();
+    assert_eq!(login.outcome, Failed);
+    assert_eq!(failure.span.unwrap().line, 8);
+    assert_eq!(failure.actual.as_deref(), Some("\"CONNECT: ERROR\""));
+    // The report shows the missing line end in the transcript.
+    assert!(
+        human.contains("\"CONNECT: ERROR\"  (no line end)"),
+        "{human}"
+    );
+
+    // Sending as the course client does (no line ends) leaves the line-end requirement as
+    // the only difference: every failure is about it.
+    let mut opts = options(&server, JOBS);
+    opts.vars.insert("line_end".into(), String::new());
+    let report = support::run(&suites, &opts).await;
+    server.stop().await;
+    let failed: BTreeSet<&str> = report
+        .results
+        .iter()
+        .filter(|r| r.outcome.is_problem())
+        .map(|r| r.id.as_str())
+        .collect();
+    assert_eq!(failed, expected, "{:#?}", problems(&report));
+    for r in report.results.iter().filter(|r| r.outcome.is_problem()) {
+        let f = r.failure.as_ref().unwrap();
+        assert_eq!(r.outcome, Failed, "{}: {}", r.id, summary(r));
+        assert_eq!(f.message, "the message has no line end", "{}", r.id);
+        assert!(
+            f.help.as_deref().unwrap_or_default().contains("profile"),
+            "{}: {:?}",
+            r.id,
+            f.help
+        );
     }
+    let login = report
+        .results
+        .iter()
+        .find(|r| r.id == "kv/login/ok")
+        .unwrap();
+    assert_eq!(login.failure.as_ref().unwrap().span.unwrap().line, 8);
 }

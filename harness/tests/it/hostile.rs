@@ -1,1 +1,491 @@
-//! (filled in below)
+//! The harness against targets that misbehave: silent, flooding, resetting, dripping, not
+//! speaking TLS, or not there at all. Each case runs one small scenario and checks that the
+//! run ends (within a generous bound: a hang guard, not a speed test), without a panic, with
+//! the expected outcome and a message that says what happened.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use harness::report::human::{HumanOptions, HumanReporter};
+use harness::run::{self, Outcome, RunOptions, ScenarioResult};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// Longest a run may take before the test calls it a hang.
+const HANG_GUARD: Duration = Duration::from_secs(20);
+/// Longest a hostile connection lives; the test aborts it earlier when it ends.
+const LIFETIME: Duration = Duration::from_secs(30);
+
+/// A hostile target listening on a loopback port. Dropping it stops the target and every
+/// connection it holds.
+struct Target {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a target that runs `handler` on each accepted connection (a few at most).
+async fn serve<F, Fut>(handler: F) -> Target
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        // Owned here, so aborting this task aborts every connection too.
+        let mut conns = JoinSet::new();
+        for _ in 0..8 {
+            let Ok((tcp, _)) = listener.accept().await else {
+                break;
+            };
+            conns.spawn(tokio::time::timeout(LIFETIME, handler(tcp)));
+        }
+        while conns.join_next().await.is_some() {}
+    });
+    Target { addr, task }
+}
+
+/// The server half of a TLS handshake with a fresh self-signed certificate.
+async fn tls(tcp: TcpStream) -> Option<TlsStream<TcpStream>> {
+    static ACCEPTOR: OnceLock<TlsAcceptor> = OnceLock::new();
+    let acceptor = ACCEPTOR.get_or_init(|| {
+        let cert = reference_impl::tls::self_signed(&["127.0.0.1".to_owned()]).unwrap();
+        let config = reference_impl::tls::server_config(vec![cert.cert_der], cert.key_der).unwrap();
+        TlsAcceptor::from(config)
+    });
+    acceptor.accept(tcp).await.ok()
+}
+
+/// Reads and discards up to a bounded amount, until the peer stops or an error.
+async fn drain<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) {
+    let mut buf = [0u8; 4096];
+    for _ in 0..1024 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Reads one chunk (the harness's first message), so that a reply follows a request.
+async fn read_some<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) {
+    let mut buf = [0u8; 4096];
+    let _ = stream.read(&mut buf).await;
+}
+
+/// Options aimed at `target`, trusting any certificate.
+fn options(target: &Target) -> RunOptions {
+    RunOptions {
+        target: Some(target.addr.to_string()),
+        insecure: true,
+        jobs: 1,
+        connect_timeout: Duration::from_secs(2),
+        ..RunOptions::default()
+    }
+}
+
+/// A request, and an expectation of the reply that a correct server would send.
+const GET: &str = r#"
+  - C -> S: GET colour
+  - S -> C: GET blue
+"#;
+
+/// How a case ended.
+struct Ran {
+    result: ScenarioResult,
+    /// The human report, as `harness run` prints it.
+    human: String,
+}
+
+impl Ran {
+    /// The outcome is `outcome`, and the failure message contains `says`, in the result and
+    /// in the printed report.
+    fn assert(&self, outcome: Outcome, says: &str) -> &Self {
+        let r = &self.result;
+        assert_eq!(r.outcome, outcome, "{}", self.human);
+        let message = &r.failure.as_ref().unwrap().message;
+        assert!(
+            message.contains(says),
+            "message {message:?} should contain {says:?}\n{}",
+            self.human
+        );
+        assert!(self.human.contains(says), "{}", self.human);
+        self
+    }
+
+    /// The actual message shown for a mismatch.
+    fn actual(&self) -> &str {
+        self.result
+            .failure
+            .as_ref()
+            .and_then(|f| f.actual.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+/// Removes a case's suite folder when the case ends, passed or not.
+struct TempSuite(PathBuf);
+
+impl Drop for TempSuite {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes a one-scenario KV suite (`suite` adds suite settings, `steps` is the YAML list)
+/// into a fresh temporary folder, runs it with `opts`, and returns the result and the human
+/// report. Fails the test if the run does not end within [`HANG_GUARD`].
+async fn run_case(name: &str, suite: &str, steps: &str, opts: RunOptions) -> Ran {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "harness-hostile-{}-{}-{name}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _cleanup = TempSuite(dir.clone());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("suite.yaml"),
+        format!("protocol: kv\ntimeout: 1s\n{suite}"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.yaml")),
+        format!("id: hostile/{name}\nsteps:{steps}"),
+    )
+    .unwrap();
+    let suites = match harness::load::load(std::slice::from_ref(&dir)) {
+        Ok(s) => s,
+        Err(e) => panic!("{}", e.render()),
+    };
+
+    let mut human = Vec::new();
+    let report = {
+        let mut reporter = HumanReporter::new(
+            &mut human,
+            HumanOptions {
+                times: false,
+                redact_uniq: true,
+                verbose: false,
+            },
+        );
+        let run = run::run(&suites, &opts, &mut reporter);
+        match tokio::time::timeout(HANG_GUARD, run).await {
+            Ok(report) => report.unwrap(),
+            Err(_) => {
+                panic!("the run against the `{name}` target did not end within {HANG_GUARD:?}")
+            }
+        }
+    };
+    let human = String::from_utf8(human).unwrap();
+    println!("{human}");
+    let result = report.results.into_iter().next().unwrap();
+    Ran { result, human }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepts_but_never_completes_the_handshake() {
+    let target = serve(|tcp| async move {
+        tokio::time::sleep(LIFETIME).await;
+        drop(tcp);
+    })
+    .await;
+    let opts = RunOptions {
+        connect_timeout: Duration::from_millis(300),
+        ..options(&target)
+    };
+    let ran = run_case("silent-handshake", "", GET, opts).await;
+    ran.assert(Outcome::Error, "did not finish within 300ms");
+    assert!(
+        ran.human
+            .contains("the target accepted the connection but did not answer")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completes_tls_but_never_replies() {
+    let target = serve(|tcp| async move {
+        if let Some(mut tls) = tls(tcp).await {
+            drain(&mut tls).await;
+        }
+    })
+    .await;
+    let steps = r#"
+  - C -> S: GET colour
+  - expect: { text: GET blue, within: 300ms }
+"#;
+    let ran = run_case("never-replies", "", steps, options(&target)).await;
+    ran.assert(Outcome::TimedOut, "no message on `C` within 300ms");
+    let failure = ran.result.failure.as_ref().unwrap();
+    assert_eq!(failure.span.unwrap().line, 4);
+    assert_eq!(failure.label.as_deref(), Some("expected \"GET blue\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_lines_without_end() {
+    let target = serve(|tcp| async move {
+        let Some(mut tls) = tls(tcp).await else {
+            return;
+        };
+        read_some(&mut tls).await;
+        let lines = "junk\n".repeat(1000);
+        // Up to about 500 MB, or until the harness goes away.
+        for _ in 0..100_000 {
+            if tls.write_all(lines.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let ran = run_case("flood", "", GET, options(&target)).await;
+    ran.assert(Outcome::Failed, "unexpected reply");
+    assert_eq!(ran.actual(), "\"junk\"");
+}
+
+/// Sends a line of `len` bytes with no line end, then keeps the connection open.
+async fn endless_line(len: usize) -> Target {
+    serve(move |tcp| async move {
+        let Some(mut tls) = tls(tcp).await else {
+            return;
+        };
+        read_some(&mut tls).await;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..len / chunk.len() {
+            if tls.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        drain(&mut tls).await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_a_huge_line_past_a_small_receive_limit() {
+    let target = endless_line(10 << 20).await;
+    let opts = RunOptions {
+        recv_limit: 64 * 1024,
+        ..options(&target)
+    };
+    let ran = run_case("huge-line-small-limit", "", GET, opts).await;
+    ran.assert(
+        Outcome::Failed,
+        "the target sent more than 65536 bytes without a line end on `C`",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_a_huge_line_past_the_default_receive_limit() {
+    let target = endless_line(10 << 20).await;
+    let ran = run_case("huge-line-default-limit", "", GET, options(&target)).await;
+    ran.assert(
+        Outcome::Failed,
+        "the target sent more than 1048576 bytes without a line end on `C`",
+    );
+}
+
+/// Sends `reply` after the first request, then resets the connection (RST, not FIN).
+async fn resets_after(reply: &'static [u8]) -> Target {
+    serve(move |tcp| async move {
+        let Some(mut tls) = tls(tcp).await else {
+            return;
+        };
+        read_some(&mut tls).await;
+        if !reply.is_empty() {
+            let _ = tls.write_all(reply).await;
+            let _ = tls.flush().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A zero linger makes the close a reset; it does not block.
+        #[allow(deprecated)]
+        let _ = tls.get_ref().0.set_linger(Some(Duration::ZERO));
+        drop(tls);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_before_replying() {
+    let target = resets_after(b"").await;
+    let ran = run_case("reset", "", GET, options(&target)).await;
+    ran.assert(
+        Outcome::Failed,
+        "the target closed `C` (connection reset) before the expected message",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_in_the_middle_of_a_message() {
+    let target = resets_after(b"GET bl").await;
+    let ran = run_case("reset-mid-message", "", GET, options(&target)).await;
+    ran.assert(Outcome::Failed, "unexpected reply");
+    assert_eq!(ran.actual(), "\"GET bl\"");
+    assert!(
+        ran.human.contains("\"GET bl\"  (no line end)"),
+        "{}",
+        ran.human
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closes_right_after_accepting() {
+    let target = serve(|tcp| async move { drop(tcp) }).await;
+    let ran = run_case("close-at-once", "", GET, options(&target)).await;
+    let message = &ran.result.failure.as_ref().unwrap().message;
+    assert_eq!(ran.result.outcome, Outcome::Error, "{}", ran.human);
+    assert!(
+        message.starts_with("TLS handshake with 127.0.0.1:"),
+        "{message}"
+    );
+    assert!(
+        message.contains("closed the connection during the handshake") || message.contains("reset"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_during_the_handshake() {
+    let target = serve(|tcp| async move {
+        // Let the client's hello arrive unread, then reset.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        #[allow(deprecated)]
+        let _ = tcp.set_linger(Some(Duration::ZERO));
+        drop(tcp);
+    })
+    .await;
+    let ran = run_case("reset-in-handshake", "", GET, options(&target)).await;
+    ran.assert(Outcome::Error, "TLS handshake with 127.0.0.1:");
+    assert!(ran.human.contains("reset"), "{}", ran.human);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closes_right_after_the_handshake() {
+    let target = serve(|tcp| async move {
+        if let Some(mut tls) = tls(tcp).await {
+            let _ = tls.shutdown().await;
+        }
+    })
+    .await;
+    let ran = run_case("close-after-handshake", "", GET, options(&target)).await;
+    ran.assert(
+        Outcome::Failed,
+        "the target closed `C` (clean close) before the expected message",
+    );
+}
+
+/// Sends `text` one byte at a time, 100 ms apart.
+async fn drips(text: &'static [u8]) -> Target {
+    serve(move |tcp| async move {
+        let Some(mut tls) = tls(tcp).await else {
+            return;
+        };
+        read_some(&mut tls).await;
+        for &b in text {
+            if tls.write_all(&[b]).await.is_err() || tls.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drain(&mut tls).await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drips_slower_than_the_deadline() {
+    let target = drips(b"GET blue\n").await;
+    let steps = r#"
+  - C -> S: GET colour
+  - expect: { text: GET blue, within: 500ms }
+"#;
+    let ran = run_case("drip-deadline", "", steps, options(&target)).await;
+    ran.assert(Outcome::TimedOut, "no message on `C` within 500ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drips_slower_than_the_quiet_period() {
+    let target = drips(b"GET blue\n").await;
+    let ran = run_case("drip-quiet", "quiet: 50ms\n", GET, options(&target)).await;
+    ran.assert(Outcome::Failed, "unexpected reply");
+    // The first byte or so, cut off by the quiet period.
+    let actual = ran.actual();
+    assert!(
+        actual.starts_with("\"G") && actual.len() < "\"GET blue\"".len(),
+        "{actual}"
+    );
+    assert!(ran.human.contains("(no line end)"), "{}", ran.human);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drips_within_the_deadline_and_the_quiet_period() {
+    let target = drips(b"GET blue\n").await;
+    let steps = r#"
+  - C -> S: GET colour
+  - expect: { text: GET blue, within: 5s }
+"#;
+    // A quiet period well above the 100 ms between bytes, even on a busy machine.
+    let ran = run_case("drip-ok", "quiet: 1s\n", steps, options(&target)).await;
+    assert_eq!(ran.result.outcome, Outcome::Passed, "{}", ran.human);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speaks_plain_tcp_where_tls_is_expected() {
+    let target = serve(|mut tcp| async move {
+        let _ = tcp.write_all(b"hello\n").await;
+        drain(&mut tcp).await;
+    })
+    .await;
+    let ran = run_case("plain-tcp", "", GET, options(&target)).await;
+    ran.assert(Outcome::Error, "does not speak TLS");
+    assert!(
+        ran.human.contains("serves TLS on this port"),
+        "{}",
+        ran.human
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_bytes_that_are_not_text() {
+    let target = serve(|tcp| async move {
+        let Some(mut tls) = tls(tcp).await else {
+            return;
+        };
+        read_some(&mut tls).await;
+        let _ = tls.write_all(b"GET \xff\x00\xfe blue\n").await;
+        drain(&mut tls).await;
+    })
+    .await;
+    let ran = run_case("binary", "", GET, options(&target)).await;
+    ran.assert(Outcome::Failed, "unexpected reply");
+    assert_eq!(ran.actual(), "12 bytes  47455420 ff00fe20 626c7565");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_listens() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let opts = RunOptions {
+        target: Some(format!("127.0.0.1:{port}")),
+        insecure: true,
+        jobs: 1,
+        ..RunOptions::default()
+    };
+    let ran = run_case("nothing-listens", "", GET, opts).await;
+    ran.assert(Outcome::Error, "refused");
+    assert!(ran.human.contains("is the server running"), "{}", ran.human);
+}

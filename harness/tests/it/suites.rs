@@ -36,7 +36,10 @@ async fn kv_suite_passes_against_the_reference_server_and_its_transcripts_hold()
         .map(|r| format!("{} {:?}: {:?}", r.id, r.outcome, r.failure))
         .collect();
     assert!(problems.is_empty(), "{problems:#?}");
-    assert!(report.results.len() >= 25, "the KV suite has at least 25 scenarios");
+    assert!(
+        report.results.len() >= 25,
+        "the KV suite has at least 25 scenarios"
+    );
     for r in &report.results {
         let redact = [(r.uniq.clone(), "{{uniq}}".to_owned())];
         let transcript = r.transcript.render(false, &redact);
@@ -70,7 +73,10 @@ async fn kv_suite_passes_in_the_course_dialect_with_its_profile() {
 async fn reports_of_a_failing_run() {
     use reference_impl::kv::server::{Dialect, Fault};
     let server = support::kv_server(&[Fault::GetWithoutCrc], Dialect::Spec).await;
-    let suites = support::load(&["scenarios/kv/get-with-crc.yaml", "scenarios/kv/put-new.yaml"]);
+    let suites = support::load(&[
+        "scenarios/kv/get-with-crc.yaml",
+        "scenarios/kv/put-new.yaml",
+    ]);
     let opts = RunOptions {
         jobs: 1,
         timeout: Some(std::time::Duration::from_millis(300)),

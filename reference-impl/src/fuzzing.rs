@@ -1,0 +1,384 @@
+//! Entry points of the fuzz targets in `fuzz/`, and of the test that replays their saved
+//! inputs under a plain `cargo test`. Not part of the crate's API.
+//!
+//! Each entry point takes arbitrary bytes and checks more than "no panic": what a decoder
+//! returns must be well-formed and must survive a round trip through the encoder, errors must
+//! point into the stream, and the decoder's memory must stay bounded.
+//!
+//! The input is a two-byte header and a byte stream. The header lets the fuzzer choose how
+//! the stream is cut into reads (the course dialect frames one message per read) and a small
+//! message limit (so that over-long messages are reachable without kilobytes of input):
+//!
+//! ```text
+//! byte 0   how the stream is cut into reads:
+//!            0      every read is preceded by its length (one byte, 0..=255)
+//!            n > 0  reads of n bytes, the last one shorter
+//! byte 1   the message limit: 0 = the decoder's default, n > 0 = n bytes
+//! rest     the stream
+//!
+//! 00 00 0d "CONNECT alice" 20 <32 hash bytes> 0a "GET colour"   course: three reads
+//! 07 00 "CONNECT alice\n" <32 hash bytes> "GET colour\n"         reads of 7 bytes
+//! ```
+//!
+//! Every input runs through both dialects.
+
+use crate::kv::codec::{
+    ClientMessage, DecodeError, Dialect, HASH_LEN, MAX_MESSAGE, MAX_REPLY, Reply, ReplyDecoder,
+    ServerDecoder, is_valid_key, is_valid_value,
+};
+
+/// Feeds the stream to a [`ServerDecoder`] of each dialect, draining it after every read.
+///
+/// Checks that every request decoded is well-formed (ASCII, keys non-empty, no line feed
+/// anywhere but in a course `CONNECT` id), that it encodes to bytes that decode back to it in
+/// the spec dialect and in the course dialect, that errors point at a byte already fed and
+/// never before an earlier error, that each drain ends (every result consumes input), and
+/// that a drained decoder holds at most the message limit plus a hash.
+pub fn kv_server_decoder(data: &[u8]) {
+    let Some(input) = FuzzInput::parse(data) else {
+        return;
+    };
+    for dialect in [Dialect::Spec, Dialect::Course] {
+        let limit = input.limit.unwrap_or(MAX_MESSAGE);
+        let mut decoder = ServerDecoder::with_max_message(dialect, limit);
+        let mut stream = Stream::default();
+        for read in &input.reads {
+            decoder.feed(read);
+            stream.fed(read);
+            let buffered = decoder.buffered();
+            let mut results = 0;
+            loop {
+                match decoder.next_message() {
+                    Ok(None) => break,
+                    Ok(Some(message)) => check_request(dialect, &message),
+                    Err(e) => stream.error(&e),
+                }
+                results += 1;
+                assert!(
+                    results <= 2 * buffered + 2,
+                    "{dialect}: the decoder returns results without consuming input"
+                );
+            }
+            assert!(
+                decoder.buffered() <= limit + HASH_LEN,
+                "{dialect}: a drained decoder holds {} bytes, over the limit {limit} plus a hash",
+                decoder.buffered()
+            );
+        }
+    }
+}
+
+/// Feeds the stream to a [`ReplyDecoder`] of each dialect, draining it after every read.
+///
+/// Checks that every reply decoded is well-formed (a `GET` value is ASCII without a line
+/// feed), that it encodes to bytes that decode back to it in both dialects, that errors point
+/// at a byte already fed and never before an earlier error, that each drain ends, and that a
+/// drained decoder holds at most one reply's worth of bytes.
+pub fn kv_reply_decoder(data: &[u8]) {
+    let Some(input) = FuzzInput::parse(data) else {
+        return;
+    };
+    for dialect in [Dialect::Spec, Dialect::Course] {
+        let limit = input.limit.unwrap_or(MAX_REPLY);
+        let mut decoder = ReplyDecoder::with_max_reply(dialect, limit);
+        let mut stream = Stream::default();
+        for read in &input.reads {
+            decoder.feed(read);
+            stream.fed(read);
+            let buffered = decoder.buffered();
+            let mut results = 0;
+            loop {
+                match decoder.next_reply() {
+                    Ok(None) => break,
+                    Ok(Some(reply)) => check_reply(&reply),
+                    Err(e) => stream.error(&e),
+                }
+                results += 1;
+                assert!(
+                    results <= 2 * buffered + 2,
+                    "{dialect}: the decoder returns results without consuming input"
+                );
+            }
+            assert!(
+                decoder.buffered() <= limit,
+                "{dialect}: a drained decoder holds {} bytes, over the limit {limit}",
+                decoder.buffered()
+            );
+        }
+    }
+}
+
+/// The header and the stream, cut into reads.
+struct FuzzInput<'a> {
+    limit: Option<usize>,
+    reads: Vec<&'a [u8]>,
+}
+
+impl<'a> FuzzInput<'a> {
+    /// `None` for an input shorter than its header.
+    fn parse(data: &'a [u8]) -> Option<Self> {
+        let [chunking, limit, rest @ ..] = data else {
+            return None;
+        };
+        let limit = (*limit > 0).then_some(usize::from(*limit));
+        let reads = match *chunking {
+            0 => {
+                let mut reads = Vec::new();
+                let mut rest = rest;
+                while let [len, tail @ ..] = rest {
+                    let (read, tail) = tail.split_at(usize::from(*len).min(tail.len()));
+                    reads.push(read);
+                    rest = tail;
+                }
+                reads
+            }
+            n => rest.chunks(usize::from(n)).collect(),
+        };
+        Some(Self { limit, reads })
+    }
+}
+
+/// How far the stream has been fed, and where the last error pointed.
+#[derive(Default)]
+struct Stream {
+    fed: u64,
+    last_error: u64,
+}
+
+impl Stream {
+    fn fed(&mut self, read: &[u8]) {
+        self.fed += read.len() as u64;
+    }
+
+    fn error(&mut self, e: &DecodeError) {
+        let offset = e.offset();
+        assert!(
+            offset < self.fed,
+            "{e}: the error points past the {} bytes fed",
+            self.fed
+        );
+        assert!(
+            offset >= self.last_error,
+            "{e}: the error points before the previous one, at byte {}",
+            self.last_error
+        );
+        self.last_error = offset;
+    }
+}
+
+fn check_request(dialect: Dialect, message: &ClientMessage) {
+    match message {
+        ClientMessage::Connect { id, .. } => {
+            assert!(id.is_ascii(), "{dialect}: non-ASCII id in {message:?}");
+            // The course dialect takes everything after "CONNECT " as the id, line feeds too.
+            assert!(
+                dialect == Dialect::Course || !id.contains('\n'),
+                "{dialect}: line feed in the id of {message:?}"
+            );
+        }
+        ClientMessage::Put { key, value } => {
+            assert!(is_valid_key(key), "{dialect}: invalid key in {message:?}");
+            assert!(
+                is_valid_value(value),
+                "{dialect}: invalid value in {message:?}"
+            );
+        }
+        ClientMessage::Get { key } | ClientMessage::Delete { key } => {
+            assert!(is_valid_key(key), "{dialect}: invalid key in {message:?}");
+        }
+        ClientMessage::Disconnect => {}
+    }
+    let id_has_line_feed =
+        matches!(message, ClientMessage::Connect { id, .. } if id.contains('\n'));
+    // An id with a line feed has no spec encoding: the line would end inside it.
+    if !id_has_line_feed {
+        let mut bytes = Vec::new();
+        message.encode(Dialect::Spec, &mut bytes);
+        assert_eq!(
+            decode_requests(Dialect::Spec, &[bytes]),
+            std::slice::from_ref(message),
+            "{dialect}: {message:?} does not survive a round trip in the spec dialect"
+        );
+    }
+    assert_eq!(
+        decode_requests(Dialect::Course, &message.writes(Dialect::Course)),
+        std::slice::from_ref(message),
+        "{dialect}: {message:?} does not survive a round trip in the course dialect"
+    );
+}
+
+fn check_reply(reply: &Reply) {
+    if let Reply::GetOk { value, .. } = reply {
+        assert!(is_valid_value(value), "invalid value in {reply:?}");
+    }
+    for dialect in [Dialect::Spec, Dialect::Course] {
+        let mut bytes = Vec::new();
+        reply.encode(dialect, &mut bytes);
+        assert_eq!(
+            decode_replies(dialect, &bytes),
+            std::slice::from_ref(reply),
+            "{reply:?} does not survive a round trip in the {dialect} dialect"
+        );
+    }
+}
+
+/// Decodes `writes`, one read each, with a limit that fits them: a message decoded under a
+/// small limit may re-encode a little longer (the course dialect joins `PUT` and its value,
+/// the spec dialect adds line ends). Any error fails the round trip.
+fn decode_requests(dialect: Dialect, writes: &[Vec<u8>]) -> Vec<ClientMessage> {
+    let limit = writes.iter().map(Vec::len).sum::<usize>().max(1);
+    let mut decoder = ServerDecoder::with_max_message(dialect, limit);
+    let mut out = Vec::new();
+    for write in writes {
+        decoder.feed(write);
+        while let Some(message) = decoder
+            .next_message()
+            .unwrap_or_else(|e| panic!("{dialect}: re-encoded {write:?} does not decode: {e}"))
+        {
+            out.push(message);
+        }
+    }
+    assert_eq!(
+        decoder.buffered(),
+        0,
+        "{dialect}: bytes left after {writes:?}"
+    );
+    assert_eq!(
+        decoder.pending(),
+        None,
+        "{dialect}: {writes:?} is incomplete"
+    );
+    out
+}
+
+/// Decodes one write of replies; see [`decode_requests`].
+fn decode_replies(dialect: Dialect, write: &[u8]) -> Vec<Reply> {
+    let mut decoder = ReplyDecoder::with_max_reply(dialect, write.len().max(1));
+    decoder.feed(write);
+    let mut out = Vec::new();
+    while let Some(reply) = decoder
+        .next_reply()
+        .unwrap_or_else(|e| panic!("{dialect}: re-encoded {write:?} does not decode: {e}"))
+    {
+        out.push(reply);
+    }
+    assert_eq!(
+        decoder.buffered(),
+        0,
+        "{dialect}: bytes left after {write:?}"
+    );
+    assert!(
+        !decoder.awaiting_crc(),
+        "{dialect}: {write:?} is incomplete"
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every saved input of a fuzz target, replayed on stable Rust: the seed corpus under
+    //! `fuzz/corpus/<target>/` and the inputs that once failed under `fuzz/regressions/<target>/`.
+
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    /// The files saved for `target`, hidden ones (libFuzzer's scratch files) left out.
+    fn saved_inputs(target: &str) -> Vec<PathBuf> {
+        let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+        let mut files = Vec::new();
+        for kind in ["corpus", "regressions"] {
+            let Ok(entries) = std::fs::read_dir(fuzz.join(kind).join(target)) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry.expect("a readable directory entry").path();
+                let hidden = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'));
+                if path.is_file() && !hidden {
+                    files.push(path);
+                }
+            }
+        }
+        files.sort();
+        files
+    }
+
+    fn replay(target: &str, entry_point: fn(&[u8])) {
+        let files = saved_inputs(target);
+        assert!(
+            !files.is_empty(),
+            "no saved inputs under fuzz/corpus/{target}/ or fuzz/regressions/{target}/"
+        );
+        for path in files {
+            let data = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+            if std::panic::catch_unwind(|| entry_point(&data)).is_err() {
+                panic!("{target} fails on {}", path.display());
+            }
+        }
+    }
+
+    #[test]
+    fn parser_corpus_and_regressions() {
+        replay("parser", kv_server_decoder);
+    }
+
+    #[test]
+    fn kv_reply_corpus_and_regressions() {
+        replay("kv_reply", kv_reply_decoder);
+    }
+
+    #[test]
+    fn header_cuts_the_stream_into_reads() {
+        let input = FuzzInput::parse(b"\x00\x05\x02ab\x00\x09xy").expect("a header");
+        assert_eq!(input.limit, Some(5));
+        // The last length runs past the end: the read is what is left.
+        assert_eq!(input.reads, [&b"ab"[..], b"", b"xy"]);
+        let input = FuzzInput::parse(b"\x03\x00abcdefg").expect("a header");
+        assert_eq!(input.limit, None);
+        assert_eq!(input.reads, [&b"abc"[..], b"def", b"g"]);
+        assert!(FuzzInput::parse(b"\x03").is_none());
+    }
+
+    #[test]
+    fn a_session_passes_in_both_framings() {
+        let mut session = b"CONNECT alice\n".to_vec();
+        session.extend_from_slice(&[0xab; HASH_LEN]);
+        session.extend_from_slice(b"PUT colour\nblue\nGET colour\nDISCONNECT\n");
+        for chunking in [1, 7, 255] {
+            let mut data = vec![chunking, 0];
+            data.extend_from_slice(&session);
+            kv_server_decoder(&data);
+        }
+        kv_reply_decoder(b"\x00\x00\x0bCONNECT: OK\x0fGET blue\n12345\x05GET x\x017");
+    }
+
+    // The checks are not vacuous: what a correct decoder never returns fails them.
+    #[test]
+    fn checks_reject_what_a_decoder_must_not_return() {
+        let fails =
+            |f: &dyn Fn()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
+        let key_with_line_feed = ClientMessage::Get { key: "a\nb".into() };
+        assert!(fails(&|| check_request(Dialect::Spec, &key_with_line_feed)));
+        let id_with_line_feed = ClientMessage::Connect {
+            id: "a\n".into(),
+            hash: [0; HASH_LEN],
+        };
+        assert!(fails(&|| check_request(Dialect::Spec, &id_with_line_feed)));
+        check_request(Dialect::Course, &id_with_line_feed);
+        let value_with_line_feed = Reply::GetOk {
+            value: "a\nb".into(),
+            crc: 0,
+        };
+        assert!(fails(&|| check_reply(&value_with_line_feed)));
+        let past_the_end = DecodeError::EmptyLine { offset: 3 };
+        assert!(fails(&|| {
+            let mut stream = Stream::default();
+            stream.fed(b"abc");
+            stream.error(&past_the_end);
+        }));
+    }
+}

@@ -108,6 +108,11 @@ struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
     connect_timeout: Duration,
 
+    /// Largest message accepted from the target, in bytes; a longer one ends the scenario
+    /// with a failure instead of filling memory.
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
+    recv_limit: usize,
+
     /// Trust this certificate (PEM) when the target speaks TLS.
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
     ca: Option<PathBuf>,
@@ -133,6 +138,29 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("expected K=V, got `{s}`")),
+    }
+}
+
+/// A byte count: `4096`, `64KiB`, `1MiB` (also `k`/`K`/`KB` and `m`/`M`/`MB`, all powers of 2).
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit: usize = match &s[digits.len()..] {
+        "" | "B" => 1,
+        "k" | "K" | "KB" | "KiB" => 1 << 10,
+        "m" | "M" | "MB" | "MiB" => 1 << 20,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` (write e.g. 4096, 64KiB, 1MiB)"
+            ));
+        }
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("expected a byte count such as 4096 or 1MiB, got `{s}`"))?;
+    match n.checked_mul(unit) {
+        Some(0) => Err("the receive limit must be at least 1 byte".into()),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("`{s}` is too large")),
     }
 }
 
@@ -280,6 +308,7 @@ async fn run_command(args: RunArgs) -> ExitCode {
         profile,
         timeout: args.timeout,
         connect_timeout: args.connect_timeout,
+        recv_limit: args.recv_limit,
         strict: args.strict,
         ..RunOptions::default()
     };

@@ -208,7 +208,12 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
 }
 
 /// Column of the first character where two renderings differ.
+/// The column where two renderings first differ, when both are quoted text (a caret under
+/// a hex dump compared with text would point at nothing useful).
 fn first_difference(a: &str, b: &str) -> Option<usize> {
+    if !(a.starts_with('"') && b.starts_with('"')) {
+        return None;
+    }
     let mut ai = a.chars();
     let mut bi = b.chars();
     let mut col = 0;

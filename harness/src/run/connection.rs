@@ -5,6 +5,7 @@
 //! flow control: the harness's memory stays bounded whatever the peer does.
 
 use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -19,6 +20,30 @@ use crate::transport::BoxStream;
 const QUEUE: usize = 256;
 /// Size of one read from the socket.
 const READ_BUF: usize = 16 * 1024;
+/// How many bytes of an unfinished message a report shows.
+const PARTIAL_HEAD: usize = 64;
+
+/// The start of a message still arriving, for reports of a deadline that passed meanwhile.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Partial {
+    /// Its first bytes, at most [`PARTIAL_HEAD`].
+    pub head: Vec<u8>,
+    /// How many bytes have arrived.
+    pub len: usize,
+}
+
+type SharedPartial = Arc<Mutex<Partial>>;
+
+fn set_partial(shared: &SharedPartial, bytes: &[u8]) {
+    let mut p = shared.lock().unwrap_or_else(PoisonError::into_inner);
+    if p.len == bytes.len() {
+        return;
+    }
+    p.len = bytes.len();
+    p.head.clear();
+    p.head
+        .extend_from_slice(&bytes[..bytes.len().min(PARTIAL_HEAD)]);
+}
 
 /// How the target ended a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +81,7 @@ pub enum Incoming {
 pub struct Connection {
     writer: WriteHalf<BoxStream>,
     rx: mpsc::Receiver<Incoming>,
+    partial: SharedPartial,
     reader: JoinHandle<()>,
     /// Set once the reader has reported the end of the stream.
     pub(crate) closed: Option<CloseKind>,
@@ -76,10 +102,12 @@ impl Connection {
     pub fn start(stream: BoxStream, quiet: Duration, recv_limit: usize) -> Self {
         let (reader, writer) = tokio::io::split(stream);
         let (tx, rx) = mpsc::channel(QUEUE);
-        let reader = tokio::spawn(read_loop(reader, tx, quiet, recv_limit));
+        let partial = SharedPartial::default();
+        let reader = tokio::spawn(read_loop(reader, tx, quiet, recv_limit, partial.clone()));
         Self {
             writer,
             rx,
+            partial,
             reader,
             closed: None,
         }
@@ -117,6 +145,16 @@ impl Connection {
         }
     }
 
+    /// The message that has started to arrive and is not complete yet, if any (only once
+    /// every complete message has been received).
+    pub fn partial(&self) -> Option<Partial> {
+        if !self.rx.is_empty() {
+            return None;
+        }
+        let p = self.partial.lock().unwrap_or_else(PoisonError::into_inner);
+        (p.len > 0).then(|| p.clone())
+    }
+
     /// Closes our side: TLS close_notify (for TLS), then FIN. Bounded by `timeout`.
     pub async fn shutdown(&mut self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.writer.shutdown()).await;
@@ -142,6 +180,7 @@ async fn read_loop(
     tx: mpsc::Sender<Incoming>,
     quiet: Duration,
     recv_limit: usize,
+    partial: SharedPartial,
 ) {
     let mut framer = LineFramer::new(recv_limit);
     let mut buf = vec![0u8; READ_BUF];
@@ -152,6 +191,7 @@ async fn read_loop(
                 Ok(read) => read,
                 Err(_) => {
                     // The peer went quiet in the middle of a line: that is a message too.
+                    set_partial(&partial, &[]);
                     if let Some(frame) = framer.take_partial()
                         && tx
                             .send(Incoming::Message(frame, Instant::now()))
@@ -170,6 +210,7 @@ async fn read_loop(
             Ok(0) => CloseKind::Clean,
             Ok(n) => {
                 let pushed = framer.push(&buf[..n], &mut frames);
+                set_partial(&partial, framer.partial());
                 for frame in frames.drain(..) {
                     if tx
                         .send(Incoming::Message(frame, Instant::now()))
@@ -187,6 +228,7 @@ async fn read_loop(
             }
             Err(e) => classify(&e),
         };
+        set_partial(&partial, &[]);
         if let Some(frame) = framer.take_partial()
             && tx
                 .send(Incoming::Message(frame, Instant::now()))

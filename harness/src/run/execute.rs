@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::connection::{CloseKind, Connection, Incoming, RecvError};
+use super::connection::{CloseKind, Connection, Incoming, Partial, RecvError};
 use super::framing::Frame;
 use super::outcome::{Failure, Outcome, ScenarioResult};
 use super::transcript::{Data, EntryKind, Transcript, show_bytes};
@@ -387,7 +387,7 @@ impl<'a> Exec<'a> {
                     "the target sent more than {limit} bytes without a line end on `{name}`"
                 ))
                 .label(format!("expected {wanted}"))
-                .help("the harness stops reading a message at the receive limit (set the `recv_limit` var to change it)"))
+                .help("the harness stops reading a message at the receive limit (raise it with `--recv-limit BYTES`)"))
             }
             Ok(Incoming::Closed(how, at)) => {
                 let at = self.at(at);
@@ -401,14 +401,20 @@ impl<'a> Exec<'a> {
                 Err(closed_error(name, &how, wanted))
             }
             Err(RecvError::AlreadyClosed(how)) => Err(closed_error(name, &how, wanted)),
-            Err(RecvError::Timeout) => Err(StepError::new(
-                Outcome::TimedOut,
-                format!(
-                    "no message on `{name}` within {}",
-                    humantime::format_duration(within)
-                ),
-            )
-            .label(format!("expected {wanted}"))),
+            Err(RecvError::Timeout) => {
+                let mut e = StepError::new(
+                    Outcome::TimedOut,
+                    format!(
+                        "no message on `{name}` within {}",
+                        humantime::format_duration(within)
+                    ),
+                )
+                .label(format!("expected {wanted}"));
+                if let Some(p) = self.conns.get(name).and_then(Connection::partial) {
+                    e = e.help(partial_help(&p));
+                }
+                Err(e)
+            }
         }
     }
 
@@ -646,6 +652,17 @@ impl<'a> Exec<'a> {
             }
         }
     }
+}
+
+/// Says what has arrived of a message that never completed.
+fn partial_help(p: &Partial) -> String {
+    let more = if p.len > p.head.len() { "..." } else { "" };
+    let bytes = if p.len == 1 { "byte" } else { "bytes" };
+    format!(
+        "{} {bytes} of a message arrived, with no line end yet: {}{more}",
+        p.len,
+        show_bytes(&p.head),
+    )
 }
 
 fn closed_error(name: &str, how: &CloseKind, wanted: &str) -> StepError {

@@ -72,6 +72,11 @@ impl LineFramer {
         !self.buf.is_empty()
     }
 
+    /// The bytes of the unfinished line received so far.
+    pub fn partial(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Takes the unfinished line as an unterminated message.
     pub fn take_partial(&mut self) -> Option<Frame> {
         if self.buf.is_empty() {

@@ -152,6 +152,24 @@ pub async fn connect(
     }
 }
 
+/// What is wrong with a rejected certificate, in words.
+fn certificate_problem(e: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as E;
+    match e {
+        E::UnknownIssuer => "it is not signed by a trusted authority (self-signed?)".into(),
+        E::BadSignature => {
+            "its signature does not verify against the trusted certificates (is --ca the server's own certificate?)".into()
+        }
+        E::Expired => "it has expired".into(),
+        E::NotValidYet => "it is not valid yet".into(),
+        E::NotValidForName => "it is not valid for the server name".into(),
+        E::Revoked => "it has been revoked".into(),
+        E::BadEncoding => "it is not a well-formed certificate".into(),
+        // rustls' own text names the times or the names involved.
+        other => other.to_string(),
+    }
+}
+
 /// Turns rustls' error into a sentence a grader can act on.
 fn handshake_error(addr: &str, e: &io::Error) -> ConnectError {
     let inner = e
@@ -159,13 +177,16 @@ fn handshake_error(addr: &str, e: &io::Error) -> ConnectError {
         .and_then(|inner| inner.downcast_ref::<rustls::Error>());
     let (reason, help) = match inner {
         Some(rustls::Error::InvalidCertificate(cert)) => (
-            format!("the server's certificate was rejected ({cert:?})"),
+            format!(
+                "the server's certificate was rejected: {}",
+                certificate_problem(cert)
+            ),
             Some(
                 "pass --ca FILE with the server's certificate (PEM) to trust it, or --insecure to accept any certificate",
             ),
         ),
-        Some(rustls::Error::InvalidMessage(m)) => (
-            format!("the target does not speak TLS (received {m:?})"),
+        Some(rustls::Error::InvalidMessage(_)) => (
+            "the target does not speak TLS (its reply is not a TLS handshake message)".to_owned(),
             Some("check that the target serves TLS on this port"),
         ),
         Some(other) => (other.to_string(), None),

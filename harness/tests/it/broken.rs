@@ -129,7 +129,7 @@ macro_rules! broken_server {
 }
 
 /// Every fault a test below covers; `every_fault_has_a_test` compares it with `Fault::ALL`.
-const TESTED: [Fault; 17] = [
+const TESTED: [Fault; 21] = [
     Fault::AcceptAnyPassword,
     Fault::AllowDuplicateSession,
     Fault::PutKeepsOldValue,
@@ -147,6 +147,10 @@ const TESTED: [Fault; 17] = [
     Fault::NoSizeLimit,
     Fault::UsableAfterConnectError,
     Fault::ReplyWithoutLineEnd,
+    Fault::DiscardSessionOnClose,
+    Fault::SignedCrc,
+    Fault::PartialHashRefused,
+    Fault::SizeLimitOffByOne,
 ];
 
 #[test]
@@ -180,7 +184,22 @@ broken_server!(
     ]
 );
 
+broken_server!(
+    /// The hash must arrive in one read: a hash in pieces, or too short, is refused at once.
+    partial_hash_refused: Fault::PartialHashRefused, "received \"CONNECT: ERROR\"", [
+        "kv/login/hash-split" => Failed at 8,
+        "kv/login/hash-too-short" => Failed at 8,
+    ]
+);
+
 // put
+
+broken_server!(
+    /// The size limit is one byte short: a message of exactly RECEIVE_BUFFER_SIZE is refused.
+    size_limit_off_by_one: Fault::SizeLimitOffByOne, "closed `C`", [
+        "kv/put/value-at-limit" => Failed at 11,
+    ]
+);
 
 broken_server!(
     /// Overwriting a key keeps the old value.
@@ -205,7 +224,7 @@ broken_server!(
         "kv/put/new" => TimedOut at 13,
         "kv/put/overwrite" => TimedOut at 15,
         "kv/put/value-in-second-write" => TimedOut at 15,
-        "kv/session/kept-after-eof" => TimedOut at 19,
+        "kv/session/kept-after-eof" => TimedOut at 18,
     ]
 );
 
@@ -223,7 +242,7 @@ broken_server!(
         "kv/put/new" => Failed at 13,
         "kv/put/overwrite" => Failed at 15,
         "kv/put/value-in-second-write" => Failed at 15,
-        "kv/session/kept-after-eof" => Failed at 19,
+        "kv/session/kept-after-eof" => Failed at 18,
     ]
 );
 
@@ -238,6 +257,22 @@ broken_server!(
         "kv/malformed/non-ascii" => Failed at 18,
         "kv/malformed/unknown-command" => Failed at 17,
         "kv/put/value-over-limit" => Failed at 18,
+    ]
+);
+
+broken_server!(
+    /// The CRC is printed as a signed number: every CRC with the high bit set differs.
+    signed_crc: Fault::SignedCrc, "actual \"-94281841\"", [
+        "kv/get/crc-unsigned" => Failed at 13,
+        "kv/delete/present" => Failed at 17,
+        "kv/get/large-value" => Failed at 14,
+        "kv/isolation/junk-spares-others" => Failed at 20,
+        "kv/isolation/separate-stores" => Failed at 20,
+        "kv/login/wrong-password" => Failed at 21,
+        "kv/put/new" => Failed at 13,
+        "kv/put/overwrite" => Failed at 15,
+        "kv/put/value-in-second-write" => Failed at 15,
+        "kv/session/kept-after-eof" => Failed at 18,
     ]
 );
 
@@ -271,6 +306,14 @@ broken_server!(
     /// `DISCONNECT` keeps the session's data for the next login.
     keep_session_after_disconnect: Fault::KeepSessionAfterDisconnect, "received \"GET blue\"", [
         "kv/disconnect/session-gone" => Failed at 18,
+    ]
+);
+
+broken_server!(
+    /// A connection that ends without `DISCONNECT` loses its data.
+    discard_session_on_close: Fault::DiscardSessionOnClose, "received \"GET: ERROR\"", [
+        "kv/session/kept-after-eof" => Failed at 17,
+        "kv/login/wrong-password" => Failed at 20,
     ]
 );
 

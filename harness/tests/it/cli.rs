@@ -146,16 +146,22 @@ fn unknown_variables_are_caught_before_anything_runs() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let o = harness(&["run", "scenarios/kv", "--var", "novalue"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("expected K=V"));
-    let o = harness(&["run", "no/such/folder"]);
-    assert_eq!(o.status.code(), Some(2));
-    let o = harness(&["run", "scenarios/kv", "--jobs", "0"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--jobs must be at least 1"));
-    let o = harness(&["run", "scenarios/kv", "--profile", "nosuch"]);
-    assert_eq!(o.status.code(), Some(2));
+    let cases: [&[&str]; 7] = [
+        &["run", "scenarios/kv", "--var", "novalue"],
+        &["run", "no/such/folder"],
+        &["run", "scenarios/kv", "--jobs", "0"],
+        &["run", "scenarios/kv", "--profile", "nosuch"],
+        &["run", "scenarios/kv", "--timeout", "5 parsecs"],
+        &["run", "scenarios/kv", "--recv-limit", "3x"],
+        &["run", "scenarios/kv", "--recv-limit", "0"],
+    ];
+    let mut text = String::new();
+    for args in cases {
+        let o = harness(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        text.push_str(&format!("$ harness {}\n{}\n", args.join(" "), stderr(&o)));
+    }
+    settings().bind(|| insta::assert_snapshot!("cli_usage_errors", text));
 }
 
 #[test]

@@ -18,6 +18,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::support;
+
 /// Longest a run may take before the test calls it a hang.
 const HANG_GUARD: Duration = Duration::from_secs(20);
 /// Longest a hostile connection lives; the test aborts it earlier when it ends.
@@ -126,6 +128,21 @@ impl Ran {
         self
     }
 
+    /// Snapshots the human report, with addresses, times and the case's folder filtered out.
+    /// Only for cases whose report does not depend on timing.
+    fn snapshot(&self, name: &str) -> &Self {
+        let mut settings = insta::Settings::clone_current();
+        settings.set_snapshot_path(support::root().join("snapshots/harness"));
+        settings.set_prepend_module_to_snapshot(false);
+        settings.set_omit_expression(true);
+        settings.add_filter(r"127\.0\.0\.1:\d+", "[addr]");
+        settings.add_filter(r"\S*harness-hostile-\d+-\d+-", "[dir]/");
+        settings.add_filter(r"\d+ ms", "[ms]");
+        settings.add_filter(r"(points \d+/\d+); .*", "$1; [duration]");
+        settings.bind(|| insta::assert_snapshot!(format!("hostile_{name}"), self.human));
+        self
+    }
+
     /// The actual message shown for a mismatch.
     fn actual(&self) -> &str {
         self.result
@@ -209,6 +226,7 @@ async fn accepts_but_never_completes_the_handshake() {
     };
     let ran = run_case("silent-handshake", "", GET, opts).await;
     ran.assert(Outcome::Error, "did not finish within 300ms");
+    ran.snapshot("silent_handshake");
     assert!(
         ran.human
             .contains("the target accepted the connection but did not answer")
@@ -229,6 +247,7 @@ async fn completes_tls_but_never_replies() {
 "#;
     let ran = run_case("never-replies", "", steps, options(&target)).await;
     ran.assert(Outcome::TimedOut, "no message on `C` within 300ms");
+    ran.snapshot("never_replies");
     let failure = ran.result.failure.as_ref().unwrap();
     assert_eq!(failure.span.unwrap().line, 4);
     assert_eq!(failure.label.as_deref(), Some("expected \"GET blue\""));
@@ -252,6 +271,7 @@ async fn floods_lines_without_end() {
     .await;
     let ran = run_case("flood", "", GET, options(&target)).await;
     ran.assert(Outcome::Failed, "unexpected reply");
+    ran.snapshot("flood");
     assert_eq!(ran.actual(), "\"junk\"");
 }
 
@@ -285,6 +305,7 @@ async fn sends_a_huge_line_past_a_small_receive_limit() {
         Outcome::Failed,
         "the target sent more than 65536 bytes without a line end on `C`",
     );
+    ran.snapshot("huge_line_small_limit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,6 +316,7 @@ async fn sends_a_huge_line_past_the_default_receive_limit() {
         Outcome::Failed,
         "the target sent more than 1048576 bytes without a line end on `C`",
     );
+    ran.snapshot("huge_line_default_limit");
 }
 
 /// Sends `reply` after the first request, then resets the connection (RST, not FIN).
@@ -325,6 +347,7 @@ async fn resets_before_replying() {
         Outcome::Failed,
         "the target closed `C` (connection reset) before the expected message",
     );
+    ran.snapshot("reset");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,6 +407,7 @@ async fn closes_right_after_the_handshake() {
         Outcome::Failed,
         "the target closed `C` (clean close) before the expected message",
     );
+    ran.snapshot("close_after_handshake");
 }
 
 /// Sends `text` one byte at a time, 100 ms apart.
@@ -413,6 +437,14 @@ async fn drips_slower_than_the_deadline() {
 "#;
     let ran = run_case("drip-deadline", "", steps, options(&target)).await;
     ran.assert(Outcome::TimedOut, "no message on `C` within 500ms");
+    // What had arrived by the deadline is shown (how much depends on timing).
+    let help = ran.result.failure.as_ref().unwrap().help.clone();
+    assert!(
+        help.as_deref()
+            .unwrap_or_default()
+            .contains("of a message arrived, with no line end yet: \"G"),
+        "{help:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,6 +482,7 @@ async fn speaks_plain_tcp_where_tls_is_expected() {
     .await;
     let ran = run_case("plain-tcp", "", GET, options(&target)).await;
     ran.assert(Outcome::Error, "does not speak TLS");
+    ran.snapshot("plain_tcp");
     assert!(
         ran.human.contains("serves TLS on this port"),
         "{}",
@@ -470,6 +503,7 @@ async fn sends_bytes_that_are_not_text() {
     .await;
     let ran = run_case("binary", "", GET, options(&target)).await;
     ran.assert(Outcome::Failed, "unexpected reply");
+    ran.snapshot("binary");
     assert_eq!(ran.actual(), "12 bytes  47455420 ff00fe20 626c7565");
 }
 
@@ -487,5 +521,54 @@ async fn nothing_listens() {
     };
     let ran = run_case("nothing-listens", "", GET, opts).await;
     ran.assert(Outcome::Error, "refused");
+    ran.snapshot("nothing_listens");
     assert!(ran.human.contains("is the server running"), "{}", ran.human);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presents_a_certificate_the_harness_does_not_trust() {
+    let target = serve(|tcp| async move {
+        if let Some(mut tls) = tls(tcp).await {
+            drain(&mut tls).await;
+        }
+    })
+    .await;
+    // Trust some other certificate than the one the target presents.
+    let other = reference_impl::tls::self_signed(&["127.0.0.1".to_owned()]).unwrap();
+    let ca = std::env::temp_dir().join(format!("harness-hostile-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca, &other.cert_pem).unwrap();
+    let opts = RunOptions {
+        insecure: false,
+        ca: Some(ca.clone()),
+        ..options(&target)
+    };
+    let ran = run_case("untrusted-cert", "", GET, opts).await;
+    let _ = std::fs::remove_file(&ca);
+    ran.assert(
+        Outcome::Error,
+        "the server's certificate was rejected: its signature does not verify",
+    );
+    ran.snapshot("untrusted_cert");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_in_the_middle_of_a_message() {
+    let target = serve(|tcp| async move {
+        let Some(mut tls) = tls(tcp).await else {
+            return;
+        };
+        read_some(&mut tls).await;
+        let _ = tls.write_all(b"GET bl").await;
+        let _ = tls.flush().await;
+        drain(&mut tls).await;
+    })
+    .await;
+    let steps = r#"
+  - C -> S: GET colour
+  - expect: { text: GET blue, within: 300ms }
+"#;
+    // The quiet period is longer than the deadline: the half message is still a half.
+    let ran = run_case("half-message", "quiet: 5s\n", steps, options(&target)).await;
+    ran.assert(Outcome::TimedOut, "no message on `C` within 300ms");
+    ran.snapshot("half_message");
 }

@@ -47,11 +47,20 @@ pub enum Fault {
     UsableAfterConnectError,
     /// Spec dialect, but replies carry no final line end.
     ReplyWithoutLineEnd,
+    /// A connection that ends without `DISCONNECT` loses its session's data.
+    DiscardSessionOnClose,
+    /// `GET` prints the CRC-32 as a signed 32-bit number (as Java's `int` would).
+    SignedCrc,
+    /// The hash must arrive in one read: a read that ends inside it is answered
+    /// `CONNECT: ERROR` and the connection is dropped.
+    PartialHashRefused,
+    /// The message size limit is one byte short: a message of exactly the limit is refused.
+    SizeLimitOffByOne,
 }
 
 impl Fault {
     /// Every fault, in declaration order.
-    pub const ALL: [Fault; 17] = [
+    pub const ALL: [Fault; 21] = [
         Fault::AcceptAnyPassword,
         Fault::AllowDuplicateSession,
         Fault::PutKeepsOldValue,
@@ -69,6 +78,10 @@ impl Fault {
         Fault::NoSizeLimit,
         Fault::UsableAfterConnectError,
         Fault::ReplyWithoutLineEnd,
+        Fault::DiscardSessionOnClose,
+        Fault::SignedCrc,
+        Fault::PartialHashRefused,
+        Fault::SizeLimitOffByOne,
     ];
 
     /// The kebab-case name, e.g. `accept-any-password`.
@@ -91,6 +104,10 @@ impl Fault {
             Fault::NoSizeLimit => "no-size-limit",
             Fault::UsableAfterConnectError => "usable-after-connect-error",
             Fault::ReplyWithoutLineEnd => "reply-without-line-end",
+            Fault::DiscardSessionOnClose => "discard-session-on-close",
+            Fault::SignedCrc => "signed-crc",
+            Fault::PartialHashRefused => "partial-hash-refused",
+            Fault::SizeLimitOffByOne => "size-limit-off-by-one",
         }
     }
 

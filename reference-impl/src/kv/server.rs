@@ -119,6 +119,8 @@ impl ServerConfig {
             },
             max_message: if self.faults.has(Fault::NoSizeLimit) {
                 usize::MAX
+            } else if self.faults.has(Fault::SizeLimitOffByOne) {
+                self.max_message.saturating_sub(1)
             } else {
                 self.max_message
             },
@@ -319,6 +321,9 @@ enum Violation {
     NotLoggedIn(Command),
     #[error("CONNECT while logged in")]
     ConnectWhileLoggedIn,
+    /// Only under `Fault::PartialHashRefused`.
+    #[error("the hash did not arrive in one read")]
+    PartialHash,
 }
 
 /// What a request leaves the connection to do.
@@ -444,6 +449,14 @@ impl Connection {
             {
                 return End::Violation(violation);
             }
+            if self.faults().has(Fault::PartialHashRefused)
+                && self.decoder.pending() == Some(Command::Connect)
+                && self.decoder.buffered() > 0
+            {
+                self.reply(&Reply::ConnectError);
+                let _ = self.flush().await;
+                return End::Violation(Violation::PartialHash);
+            }
         }
     }
 
@@ -545,6 +558,12 @@ impl Connection {
                 self.out
                     .extend_from_slice(format!("GET {value}{line_end}").as_bytes());
             }
+            Reply::GetOk { value, crc } if self.faults().has(Fault::SignedCrc) => {
+                let line_end = if dialect == Dialect::Spec { "\n" } else { "" };
+                let signed = i32::from_ne_bytes(crc.to_ne_bytes());
+                self.out
+                    .extend_from_slice(format!("GET {value}\n{signed}{line_end}").as_bytes());
+            }
             Reply::GetOk { value, crc } if self.faults().has(Fault::WrongCrc) => Reply::GetOk {
                 value: value.clone(),
                 crc: crc.wrapping_add(1),
@@ -582,6 +601,9 @@ impl Connection {
                 } else {
                     self.store.discard(login);
                 }
+            }
+            (End::Closed, Some(login)) if self.faults().has(Fault::DiscardSessionOnClose) => {
+                self.store.discard(login);
             }
             // DISCONNECT has already removed the session.
             (End::Closed | End::Disconnected | End::Shutdown, Some(login)) => {

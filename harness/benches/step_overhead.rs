@@ -158,6 +158,7 @@ async fn measure(flavor: Flavor, transport: &'static str, tls: Option<Tls>) -> F
         timeout: None,
         connect_timeout: Duration::from_secs(5),
         recv_limit: 1024 * 1024,
+        json_bodies: false,
     };
     let warm_up = ping_pong_scenario(WARM_UP);
     let scenario = ping_pong_scenario(EXCHANGES);

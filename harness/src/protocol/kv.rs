@@ -11,6 +11,7 @@ pub const PROTOCOL: Protocol = Protocol {
     name: "kv",
     description: "key-value store over TLS with a PBKDF2 login and CRC-32 checks",
     tls: true,
+    json_bodies: false,
     vars: &[
         // Appended to every text message the harness sends.
         ("line_end", "\n"),

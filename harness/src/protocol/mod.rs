@@ -18,6 +18,8 @@ pub struct Protocol {
     pub description: &'static str,
     /// Whether connections speak TLS.
     pub tls: bool,
+    /// Whether messages are `HEADER <json>` whose bodies expectations compare as JSON.
+    pub json_bodies: bool,
     /// Variables every scenario of the protocol sees unless the suite overrides them.
     pub vars: &'static [(&'static str, &'static str)],
     /// Settings the reference server accepts from a profile's `reference:` map.

@@ -85,6 +85,9 @@ pub struct Connection {
     reader: JoinHandle<()>,
     /// Set once the reader has reported the end of the stream.
     pub(crate) closed: Option<CloseKind>,
+    /// When the last message arrived (when the connection opened, before any): what `at:`
+    /// timings count from.
+    pub(crate) last_message_at: Instant,
 }
 
 /// Why `recv` returned without an event.
@@ -110,6 +113,7 @@ impl Connection {
             partial,
             reader,
             closed: None,
+            last_message_at: Instant::now(),
         }
     }
 
@@ -134,7 +138,7 @@ impl Connection {
                             "stopped reading after a message over the receive limit".into(),
                         ));
                     }
-                    Incoming::Message(..) => {}
+                    Incoming::Message(_, at) => self.last_message_at = *at,
                 }
                 Ok(event)
             }

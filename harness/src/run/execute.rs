@@ -8,11 +8,13 @@ use tokio::time::Instant;
 
 use super::connection::{CloseKind, Connection, Incoming, Partial, RecvError};
 use super::framing::Frame;
+use super::json_match;
 use super::outcome::{Failure, Outcome, ScenarioResult};
 use super::transcript::{Data, EntryKind, Transcript, show_bytes};
 use crate::scenario::model::{
     Expect, Matcher, Payload, Scenario, Send, Span, Step, StepKind, Template,
 };
+use crate::scenario::step::OTHERS;
 use crate::scenario::template::{self, Env};
 use crate::transport::{self, Transport};
 
@@ -35,6 +37,8 @@ pub struct ExecSettings {
     pub connect_timeout: Duration,
     /// Largest message the harness accepts from the target.
     pub recv_limit: usize,
+    /// Compare `HEADER <json>` messages by their JSON bodies (the protocol's choice).
+    pub json_bodies: bool,
 }
 
 /// A step that did not hold.
@@ -146,6 +150,8 @@ struct Exec<'a> {
     line_end: Vec<u8>,
     require_line_end: bool,
     timeout: Duration,
+    /// The connection of the latest send: who `others` leaves out.
+    last_sender: Option<String>,
 }
 
 impl<'a> Exec<'a> {
@@ -181,6 +187,7 @@ impl<'a> Exec<'a> {
             line_end,
             require_line_end,
             timeout: settings.timeout.unwrap_or(scenario.timeout),
+            last_sender: None,
         }
     }
 
@@ -205,6 +212,7 @@ impl<'a> Exec<'a> {
             }
             StepKind::Send(send) => self.send(send).await,
             StepKind::Expect(expect) => self.expect(expect).await,
+            StepKind::AnyOrder(steps) => self.any_order(steps).await,
             StepKind::ExpectClose { conn, within } => {
                 self.expect_close(conn, within.unwrap_or(self.timeout))
                     .await
@@ -275,7 +283,7 @@ impl<'a> Exec<'a> {
     async fn send(&mut self, send: &Send) -> Result<(), StepError> {
         let mut bytes = match &send.payload {
             Payload::Line(t) => {
-                let mut b = self.expand(t)?;
+                let mut b = self.renamed(self.expand(t)?);
                 b.extend_from_slice(&self.line_end);
                 b
             }
@@ -285,6 +293,7 @@ impl<'a> Exec<'a> {
         let pieces =
             split_at(&mut bytes, &send.split).map_err(|m| StepError::new(Outcome::Error, m))?;
         let timeout = self.timeout;
+        self.last_sender = Some(send.conn.clone());
         let conn = self.conn(&send.conn).await?;
         let mut writes = 0;
         let mut result = Ok(());
@@ -339,14 +348,262 @@ impl<'a> Exec<'a> {
         result
     }
 
+    /// The connections an expectation is for: its own, or for `others` every open
+    /// connection but the one that sent last.
+    fn targets(&self, expect: &Expect) -> Result<Vec<String>, StepError> {
+        if expect.conn != OTHERS {
+            return Ok(vec![expect.conn.clone()]);
+        }
+        let others: Vec<String> = self
+            .conns
+            .iter()
+            .filter(|(name, c)| c.closed.is_none() && Some(*name) != self.last_sender.as_ref())
+            .map(|(name, _)| name.clone())
+            .collect();
+        if others.is_empty() {
+            let sender = self.last_sender.as_deref().unwrap_or("(none yet)");
+            return Err(StepError::new(
+                Outcome::Error,
+                format!("`others` names no connection: every open connection is the last sender `{sender}`"),
+            )
+            .help("open the other connections (a step on them) before expecting on `others`"));
+        }
+        Ok(others)
+    }
+
     async fn expect(&mut self, expect: &Expect) -> Result<(), StepError> {
-        let within = expect.within.unwrap_or(self.timeout);
         let wanted = self.describe(&expect.matcher)?;
-        let deadline = Instant::now() + within;
-        let frame = self
-            .next_message(&expect.conn, deadline, within, &wanted)
-            .await?;
-        self.check(&expect.matcher, &frame, &wanted)
+        let start = Instant::now();
+        for name in self.targets(expect)? {
+            self.expect_on(&name, expect, &wanted, start).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for `expect` on `name`. Messages that do not match but that a background rule
+    /// handles are answered (or ignored) and the wait goes on.
+    async fn expect_on(
+        &mut self,
+        name: &str,
+        expect: &Expect,
+        wanted: &str,
+        start: Instant,
+    ) -> Result<(), StepError> {
+        let (deadline, within, earliest) = match expect.at {
+            Some(at) => {
+                let since = self.conn(name).await?.last_message_at;
+                (
+                    since + at.after + at.tolerance,
+                    at.after + at.tolerance,
+                    Some((since, at)),
+                )
+            }
+            None => {
+                let within = expect.within.unwrap_or(self.timeout);
+                (start + within, within, None)
+            }
+        };
+        loop {
+            let (frame, arrived) = match self.next_message(name, deadline, within, wanted).await {
+                Err(mut e) if e.outcome == Outcome::TimedOut => {
+                    if let Some((_, at)) = earliest {
+                        e.failure.message = format!(
+                            "no message on `{name}` by {} after the previous one (due {} ± {})",
+                            humantime::format_duration(within),
+                            humantime::format_duration(at.after),
+                            humantime::format_duration(at.tolerance),
+                        );
+                    }
+                    return Err(e);
+                }
+                other => other?,
+            };
+            match self.check(&expect.matcher, &frame, wanted, expect.subset) {
+                Ok(()) => {
+                    if let Some((since, at)) = earliest {
+                        let after = arrived.saturating_duration_since(since);
+                        if after + at.tolerance < at.after {
+                            return Err(StepError::failed(format!(
+                                "the message on `{name}` came too early: {} after the previous one, due {} ± {}",
+                                show_millis(after),
+                                humantime::format_duration(at.after),
+                                humantime::format_duration(at.tolerance),
+                            ))
+                            .label(format!("received {}", show_bytes(&frame.data))));
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.outcome == Outcome::Failed => {
+                    if !self.background(name, &frame).await? {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Expectations met in any order: each message on a connection may satisfy any of that
+    /// connection's expectations still open.
+    async fn any_order(&mut self, steps: &[Step]) -> Result<(), StepError> {
+        let start = Instant::now();
+        // (connection, expectation, step span, description), in the order written.
+        let mut open: Vec<(String, &Expect, Span, String)> = Vec::new();
+        for step in steps {
+            let StepKind::Expect(expect) = &step.kind else {
+                continue;
+            };
+            let wanted = self
+                .describe(&expect.matcher)
+                .map_err(|e| e.span(step.span))?;
+            for name in self.targets(expect).map_err(|e| e.span(step.span))? {
+                open.push((name, expect, step.span, wanted.clone()));
+            }
+        }
+        while let Some((name, _, first_span, _)) = open.first().cloned() {
+            let mine: Vec<usize> = (0..open.len()).filter(|&i| open[i].0 == name).collect();
+            let within = mine
+                .iter()
+                .map(|&i| open[i].1.within.unwrap_or(self.timeout))
+                .max()
+                .unwrap_or(self.timeout);
+            let wanted = if mine.len() == 1 {
+                open[mine[0]].3.clone()
+            } else {
+                format!(
+                    "one of {}",
+                    mine.iter()
+                        .map(|&i| open[i].3.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let (frame, _) = self
+                .next_message(&name, start + within, within, &wanted)
+                .await
+                .map_err(|e| e.span(first_span))?;
+            let mut matched = None;
+            let mut first_error = None;
+            for &i in &mine {
+                let (_, expect, span, one) = &open[i];
+                match self.check(&expect.matcher, &frame, one, expect.subset) {
+                    Ok(()) => {
+                        matched = Some(i);
+                        break;
+                    }
+                    Err(e) if e.outcome == Outcome::Failed => {
+                        first_error.get_or_insert(e.span(*span));
+                    }
+                    Err(e) => return Err(e.span(*span)),
+                }
+            }
+            match matched {
+                Some(i) => {
+                    open.remove(i);
+                }
+                None if self.background(&name, &frame).await? => {}
+                None => {
+                    let mut e =
+                        first_error.unwrap_or_else(|| StepError::failed("unexpected reply"));
+                    if mine.len() > 1 {
+                        e.failure.message = format!(
+                            "unexpected reply: it matches none of the {} messages expected on `{name}` in any order",
+                            mine.len()
+                        );
+                        e.failure.expected = Some(wanted);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// If a background rule handles `frame` (received on `name`), sends its reply and says
+    /// so; the message is then no one's concern.
+    async fn background(&mut self, name: &str, frame: &Frame) -> Result<bool, StepError> {
+        let rules = &self.scenario.background;
+        let Some(rule) = rules.iter().find(|r| self.matches_quietly(&r.on, frame)) else {
+            return Ok(false);
+        };
+        if let Some(reply) = &rule.reply {
+            let mut bytes = self.renamed(self.expand(reply).map_err(|e| e.span(rule.span))?);
+            bytes.extend_from_slice(&self.line_end);
+            let timeout = self.timeout;
+            if let Some(conn) = self.conns.get_mut(name) {
+                let written = tokio::time::timeout(timeout, conn.write(&bytes)).await;
+                let at = self.elapsed();
+                match written {
+                    Ok(Ok(())) => self.transcript.push(
+                        at,
+                        name,
+                        EntryKind::Sent {
+                            data: Data::new(&bytes),
+                            writes: 1,
+                        },
+                    ),
+                    Ok(Err(e)) => self.transcript.push(
+                        at,
+                        name,
+                        EntryKind::SendFailed {
+                            reason: e.to_string(),
+                        },
+                    ),
+                    Err(_) => {}
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether `m` matches `frame`, without binding variables or reporting anything.
+    fn matches_quietly(&self, m: &Matcher, frame: &Frame) -> bool {
+        match m {
+            Matcher::Exact(t) => match self.expand(t) {
+                Ok(expected) => {
+                    let expected = self.renamed(expected);
+                    if self.settings.json_bodies
+                        && let (Ok(e), Ok(a)) = (
+                            std::str::from_utf8(&expected),
+                            std::str::from_utf8(&frame.data),
+                        )
+                        && json_match::has_json_body(e)
+                    {
+                        return json_match::match_message(e, a, false).is_ok();
+                    }
+                    frame.data == expected
+                }
+                Err(_) => false,
+            },
+            Matcher::Regex(t) => template::eval_regex(t, &self.env)
+                .ok()
+                .and_then(|p| regex::bytes::Regex::new(&format!(r"\A(?:{p})\z")).ok())
+                .is_some_and(|re| re.is_match(&frame.data)),
+            Matcher::Bytes(t) => self.expand(t).is_ok_and(|b| b == frame.data),
+            Matcher::Hex(t) => self
+                .expand(t)
+                .ok()
+                .and_then(|h| decode_hex(&h, t).ok())
+                .is_some_and(|b| b == frame.data),
+        }
+    }
+
+    /// A text message with its first word renamed by a `rename.WORD` variable, if any (for
+    /// protocols whose groups rename message headers).
+    fn renamed(&self, mut text: Vec<u8>) -> Vec<u8> {
+        let end = text
+            .iter()
+            .position(|&b| b == b' ' || b == b'\n' || b == b'\r')
+            .unwrap_or(text.len());
+        let Ok(word) = std::str::from_utf8(&text[..end]) else {
+            return text;
+        };
+        if let Some(to) = self.env.get(&format!("rename.{word}")) {
+            let to = to.to_vec();
+            text.splice(..end, to);
+        }
+        text
     }
 
     /// Receives the next message on `conn`, recording it; anything else is a failure that
@@ -357,11 +614,11 @@ impl<'a> Exec<'a> {
         deadline: Instant,
         within: Duration,
         wanted: &str,
-    ) -> Result<Frame, StepError> {
+    ) -> Result<(Frame, Instant), StepError> {
         let event = self.conn(name).await?.recv(deadline).await;
         match event {
-            Ok(Incoming::Message(frame, at)) => {
-                let at = self.at(at);
+            Ok(Incoming::Message(frame, arrived)) => {
+                let at = self.at(arrived);
                 self.transcript.push(
                     at,
                     name,
@@ -370,7 +627,7 @@ impl<'a> Exec<'a> {
                         terminated: frame.terminated,
                     },
                 );
-                Ok(frame)
+                Ok((frame, arrived))
             }
             Ok(Incoming::TooLong(too_long, at)) => {
                 let at = self.at(at);
@@ -421,7 +678,7 @@ impl<'a> Exec<'a> {
     /// A short description of what a matcher wants, for labels.
     fn describe(&self, m: &Matcher) -> Result<String, StepError> {
         Ok(match m {
-            Matcher::Exact(t) => show_bytes(&self.expand(t)?),
+            Matcher::Exact(t) => show_bytes(&self.renamed(self.expand(t)?)),
             Matcher::Regex(t) => format!(
                 "a message matching `{}`",
                 template::eval_regex(t, &self.env).map_err(|e| template_error(t, &e))?
@@ -431,7 +688,13 @@ impl<'a> Exec<'a> {
         })
     }
 
-    fn check(&mut self, m: &Matcher, frame: &Frame, wanted: &str) -> Result<(), StepError> {
+    fn check(
+        &mut self,
+        m: &Matcher,
+        frame: &Frame,
+        wanted: &str,
+        subset: bool,
+    ) -> Result<(), StepError> {
         let actual = show_bytes(&frame.data);
         let mismatch = |label: String| {
             let mut e = StepError::failed("unexpected reply").label(label);
@@ -440,7 +703,29 @@ impl<'a> Exec<'a> {
             e
         };
         match m {
-            Matcher::Exact(t) | Matcher::Bytes(t) | Matcher::Hex(t) => {
+            Matcher::Exact(t) => {
+                let expected = self.renamed(self.expand(t)?);
+                let json = self
+                    .settings
+                    .json_bodies
+                    .then(|| std::str::from_utf8(&expected).ok())
+                    .flatten()
+                    .filter(|e| json_match::has_json_body(e));
+                if let Some(expected) = json {
+                    let received = String::from_utf8_lossy(&frame.data);
+                    match json_match::match_message(expected, &received, subset) {
+                        Ok(bindings) => {
+                            for (name, value) in bindings {
+                                self.env.set(name, value.into_bytes());
+                            }
+                        }
+                        Err(json_match::Mismatch(why)) => return Err(mismatch(why)),
+                    }
+                } else if frame.data != expected {
+                    return Err(mismatch(format!("received {actual}")));
+                }
+            }
+            Matcher::Bytes(t) | Matcher::Hex(t) => {
                 let expected = match m {
                     Matcher::Hex(_) => decode_hex(&self.expand(t)?, t)?,
                     _ => self.expand(t)?,
@@ -482,55 +767,60 @@ impl<'a> Exec<'a> {
 
     async fn expect_close(&mut self, name: &str, within: Duration) -> Result<(), StepError> {
         let deadline = Instant::now() + within;
-        let Some(conn) = self.conns.get_mut(name) else {
-            return Err(StepError::new(
-                Outcome::Error,
-                format!("connection `{name}` is not open"),
-            ));
-        };
-        let event = conn.recv(deadline).await;
-        match event {
-            Ok(Incoming::Closed(how, at)) => {
-                let at = self.at(at);
-                self.transcript.push(
-                    at,
-                    name,
-                    EntryKind::ClosedByTarget {
-                        how: how.to_string(),
-                    },
-                );
-                self.conns.remove(name);
-                Ok(())
-            }
-            Err(RecvError::AlreadyClosed(_)) => {
-                self.conns.remove(name);
-                Ok(())
-            }
-            Ok(Incoming::Message(frame, at)) => {
-                let at = self.at(at);
-                let actual = show_bytes(&frame.data);
-                self.transcript.push(
-                    at,
-                    name,
-                    EntryKind::Received {
-                        data: Data::new(&frame.data),
-                        terminated: frame.terminated,
-                    },
-                );
-                Err(StepError::failed(format!(
-                    "expected the target to close `{name}`, but it sent a message"
+        loop {
+            let Some(conn) = self.conns.get_mut(name) else {
+                return Err(StepError::new(
+                    Outcome::Error,
+                    format!("connection `{name}` is not open"),
+                ));
+            };
+            let event = conn.recv(deadline).await;
+            return match event {
+                Ok(Incoming::Closed(how, at)) => {
+                    let at = self.at(at);
+                    self.transcript.push(
+                        at,
+                        name,
+                        EntryKind::ClosedByTarget {
+                            how: how.to_string(),
+                        },
+                    );
+                    self.conns.remove(name);
+                    Ok(())
+                }
+                Err(RecvError::AlreadyClosed(_)) => {
+                    self.conns.remove(name);
+                    Ok(())
+                }
+                Ok(Incoming::Message(frame, at)) => {
+                    let at = self.at(at);
+                    let actual = show_bytes(&frame.data);
+                    self.transcript.push(
+                        at,
+                        name,
+                        EntryKind::Received {
+                            data: Data::new(&frame.data),
+                            terminated: frame.terminated,
+                        },
+                    );
+                    if self.background(name, &frame).await? {
+                        continue;
+                    }
+                    Err(StepError::failed(format!(
+                        "expected the target to close `{name}`, but it sent a message"
+                    ))
+                    .label(format!("received {actual}")))
+                }
+                Ok(Incoming::TooLong(t, _)) => Err(StepError::failed(format!(
+                    "expected the target to close `{name}`, but it sent more than {} bytes",
+                    t.limit
+                ))),
+                Err(RecvError::Timeout) => Err(StepError::failed(format!(
+                    "the target did not close `{name}` within {}",
+                    humantime::format_duration(within)
                 ))
-                .label(format!("received {actual}")))
-            }
-            Ok(Incoming::TooLong(t, _)) => Err(StepError::failed(format!(
-                "expected the target to close `{name}`, but it sent more than {} bytes",
-                t.limit
-            ))),
-            Err(RecvError::Timeout) => Err(StepError::failed(format!(
-                "the target did not close `{name}` within {}",
-                humantime::format_duration(within)
-            ))
-            .label("the connection is still open")),
+                .label("the connection is still open")),
+            };
         }
     }
 
@@ -558,44 +848,49 @@ impl<'a> Exec<'a> {
             if conn.closed.is_some() {
                 continue;
             }
-            match conn.recv(deadline).await {
-                Err(_) => {}
-                Ok(Incoming::Message(frame, at)) => {
-                    let at = self.at(at);
-                    let actual = show_bytes(&frame.data);
-                    self.transcript.push(
-                        at,
-                        &name,
-                        EntryKind::Received {
-                            data: Data::new(&frame.data),
-                            terminated: frame.terminated,
-                        },
-                    );
-                    return Err(StepError::failed(format!(
-                        "expected silence on `{name}` for {}",
-                        humantime::format_duration(duration)
-                    ))
-                    .label(format!("received {actual}")));
-                }
-                Ok(Incoming::TooLong(t, _)) => {
-                    return Err(StepError::failed(format!(
-                        "expected silence on `{name}`, but the target sent more than {} bytes",
-                        t.limit
-                    )));
-                }
-                Ok(Incoming::Closed(how, at)) => {
-                    let at = self.at(at);
-                    self.transcript.push(
-                        at,
-                        &name,
-                        EntryKind::ClosedByTarget {
-                            how: how.to_string(),
-                        },
-                    );
-                    return Err(StepError::failed(format!(
+            while let Some(conn) = self.conns.get_mut(&name) {
+                match conn.recv(deadline).await {
+                    Err(_) => break,
+                    Ok(Incoming::Message(frame, at)) => {
+                        let at = self.at(at);
+                        let actual = show_bytes(&frame.data);
+                        self.transcript.push(
+                            at,
+                            &name,
+                            EntryKind::Received {
+                                data: Data::new(&frame.data),
+                                terminated: frame.terminated,
+                            },
+                        );
+                        if self.background(&name, &frame).await? {
+                            continue;
+                        }
+                        return Err(StepError::failed(format!(
+                            "expected silence on `{name}` for {}",
+                            humantime::format_duration(duration)
+                        ))
+                        .label(format!("received {actual}")));
+                    }
+                    Ok(Incoming::TooLong(t, _)) => {
+                        return Err(StepError::failed(format!(
+                            "expected silence on `{name}`, but the target sent more than {} bytes",
+                            t.limit
+                        )));
+                    }
+                    Ok(Incoming::Closed(how, at)) => {
+                        let at = self.at(at);
+                        self.transcript.push(
+                            at,
+                            &name,
+                            EntryKind::ClosedByTarget {
+                                how: how.to_string(),
+                            },
+                        );
+                        return Err(StepError::failed(format!(
                         "expected silence on `{name}`, but the target closed the connection ({how})"
                     ))
                     .label("connection closed"));
+                    }
                 }
             }
         }
@@ -652,6 +947,11 @@ impl<'a> Exec<'a> {
             }
         }
     }
+}
+
+/// A duration as seconds with milliseconds, e.g. `9.512s`.
+fn show_millis(d: Duration) -> String {
+    format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
 }
 
 /// Says what has arrived of a message that never completed.

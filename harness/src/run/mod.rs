@@ -16,6 +16,7 @@ use tokio::time::Instant;
 pub mod connection;
 pub mod execute;
 pub mod framing;
+pub mod json_match;
 pub mod outcome;
 pub mod transcript;
 
@@ -281,6 +282,7 @@ async fn prepare(
         timeout: opts.timeout,
         connect_timeout: opts.connect_timeout,
         recv_limit: opts.recv_limit,
+        json_bodies: protocol.json_bodies,
     };
     Ok((settings, reference))
 }

@@ -13,7 +13,7 @@
 pub mod diagnostic;
 pub mod model;
 mod parse;
-mod step;
+pub(crate) mod step;
 pub mod template;
 mod yaml;
 

@@ -70,6 +70,8 @@ pub struct SuiteConfig {
     pub points: u32,
     /// Tags added to every scenario of the suite.
     pub tags: Vec<String>,
+    /// Messages answered or ignored whenever no step expects them (`background:`).
+    pub background: Vec<BackgroundRule>,
     pub source: Option<Arc<SourceFile>>,
 }
 
@@ -84,6 +86,7 @@ impl Default for SuiteConfig {
             serial: false,
             points: 1,
             tags: Vec::new(),
+            background: Vec::new(),
             source: None,
         }
     }
@@ -120,6 +123,8 @@ pub struct Scenario {
     pub xfail: Option<String>,
     /// `skip: reason`.
     pub skip: Option<String>,
+    /// The background rules in force: the scenario's own `background:`, else the suite's.
+    pub background: Vec<BackgroundRule>,
     pub steps: Vec<Step>,
     pub source: Arc<SourceFile>,
     /// Where the scenario's id is written (the value of `id:`), or line 1, col 1.
@@ -156,6 +161,8 @@ pub enum StepKind {
         duration: Duration,
     },
     Sleep(Duration),
+    /// Expectations met in whatever order their messages arrive (each an `Expect` step).
+    AnyOrder(Vec<Step>),
     /// Close our side of the connection (TLS close_notify, then FIN), then wait briefly for
     /// the target to close its side, so later steps see a target that handled the close.
     Close {
@@ -185,10 +192,32 @@ pub enum Payload {
 
 #[derive(Debug, Clone)]
 pub struct Expect {
+    /// The connection, or `others`: every open connection but the one that sent last.
     pub conn: String,
     pub matcher: Matcher,
     /// Deadline for this message; the scenario's `timeout` when absent.
     pub within: Option<Duration>,
+    /// JSON bodies may hold keys the expectation does not name.
+    pub subset: bool,
+    /// The message must arrive this long after the previous message on its connection.
+    pub at: Option<At>,
+}
+
+/// `at: 10s, tolerance: 100ms`: a message due at a set time after the previous message
+/// received on the same connection (or after the connection opened, if none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    pub after: Duration,
+    pub tolerance: Duration,
+}
+
+/// A background rule: a message matching `on` that no step is waiting for is answered with
+/// `reply` (when given) and otherwise ignored, on whichever connection it arrives.
+#[derive(Debug, Clone)]
+pub struct BackgroundRule {
+    pub on: Matcher,
+    pub reply: Option<Template>,
+    pub span: Span,
 }
 
 #[derive(Debug, Clone)]

@@ -2,10 +2,11 @@
 //! reported (not just the first).
 //!
 //! ```text
-//! suite.yaml           protocol, title, vars, timeout, quiet, serial, points, tags
+//! suite.yaml           protocol, title, vars, timeout, quiet, serial, points, tags,
+//!                      background
 //! NAME.profile.yaml    vars, reference
 //! any other *.yaml     id, title, spec, tags, points, level, serial, timeout, quiet, vars,
-//!                      xfail, skip, steps
+//!                      xfail, skip, background, steps
 //! ```
 //!
 //! Scalars are read as written: `points: 2` is an integer and `serial: true` a boolean
@@ -28,11 +29,31 @@ use super::template;
 use super::yaml::{self, Kind, Node};
 
 const SCENARIO_KEYS: &[&str] = &[
-    "id", "title", "spec", "tags", "points", "level", "serial", "timeout", "quiet", "vars",
-    "xfail", "skip", "steps",
+    "id",
+    "title",
+    "spec",
+    "tags",
+    "points",
+    "level",
+    "serial",
+    "timeout",
+    "quiet",
+    "vars",
+    "xfail",
+    "skip",
+    "background",
+    "steps",
 ];
 const SUITE_KEYS: &[&str] = &[
-    "protocol", "title", "vars", "timeout", "quiet", "serial", "points", "tags",
+    "protocol",
+    "title",
+    "vars",
+    "timeout",
+    "quiet",
+    "serial",
+    "points",
+    "tags",
+    "background",
 ];
 const PROFILE_KEYS: &[&str] = &["vars", "reference"];
 
@@ -270,6 +291,10 @@ impl Ctx {
         let vars = f.get("vars").map(|n| self.vars(n)).unwrap_or_default();
         let xfail = f.get("xfail").and_then(|n| self.string(n, "xfail"));
         let skip = f.get("skip").and_then(|n| self.string(n, "skip"));
+        let background = match f.get("background") {
+            Some(n) => step::background(self, n),
+            None => Some(suite.background.clone()),
+        };
         let steps = match f.entry("steps") {
             Some((key, value)) => step::steps(self, key, value),
             None if f.misspelt("steps") => Vec::new(),
@@ -295,6 +320,7 @@ impl Ctx {
             vars,
             xfail,
             skip,
+            background: background?,
             steps,
             source: Arc::clone(&self.file),
             span: id_node.map_or(
@@ -393,6 +419,9 @@ impl Ctx {
         }
         if let Some(n) = f.get("tags") {
             config.tags = self.tags(n);
+        }
+        if let Some(n) = f.get("background") {
+            config.background = step::background(self, n)?;
         }
         Some(config)
     }

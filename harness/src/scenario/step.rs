@@ -4,7 +4,9 @@
 //! - C -> S: text                      send a line on C       (step span: the text)
 //! - S -> C: text | re:regex           expect on C            (step span: the text)
 //! - send: text | {conn, text|bytes|hex, split, pause}        (step span: `send`)
-//! - expect: text | {conn, text|re|bytes|hex, within}
+//! - S -> others: text                 expect on every open connection but the last sender
+//! - expect: text | {conn, text|re|bytes|hex, within, subset, at, tolerance}
+//! - any_order: [expect steps]          the messages may arrive in any order
 //! - expect_close: ~ | conn | {conn, within}
 //! - expect_silence: duration | {conn, for}
 //! - sleep: duration
@@ -25,7 +27,9 @@
 use std::time::Duration;
 
 use super::diagnostic::did_you_mean;
-use super::model::{Expect, Matcher, Payload, Send, Span, Step, StepKind, Template};
+use super::model::{
+    At, BackgroundRule, Expect, Matcher, Payload, Send, Span, Step, StepKind, Template,
+};
 use super::parse::{Ctx, Fields};
 use super::template;
 use super::yaml::{Kind, Node};
@@ -35,7 +39,9 @@ const SERVER: &str = "S";
 /// The connection of steps before any names one.
 const DEFAULT_CONN: &str = "C";
 /// Reserved for "every other open connection".
-const OTHERS: &str = "others";
+pub(crate) const OTHERS: &str = "others";
+/// Tolerance of `at:` when the step gives none.
+const DEFAULT_TOLERANCE: Duration = Duration::from_millis(100);
 
 const STEP_KINDS: &[&str] = &[
     "send",
@@ -45,17 +51,29 @@ const STEP_KINDS: &[&str] = &[
     "sleep",
     "close",
     "connect",
+    "any_order",
 ];
 const SEND_KEYS: &[&str] = &["conn", "text", "bytes", "hex", "split", "pause"];
 const SEND_PAYLOADS: &[&str] = &["text", "bytes", "hex"];
-const EXPECT_KEYS: &[&str] = &["conn", "text", "re", "bytes", "hex", "within"];
+const EXPECT_KEYS: &[&str] = &[
+    "conn",
+    "text",
+    "re",
+    "bytes",
+    "hex",
+    "within",
+    "subset",
+    "at",
+    "tolerance",
+];
+const BACKGROUND_KEYS: &[&str] = &["on", "reply"];
 const EXPECT_MATCHERS: &[&str] = &["text", "re", "bytes", "hex"];
 const CLOSE_KEYS: &[&str] = &["conn", "within"];
 const SILENCE_KEYS: &[&str] = &["conn", "for"];
 
 const STEP_HELP: &str = "a step is a mapping with one key: `C -> S: message`, \
                          `S -> C: message`, or one of `send`, `expect`, `expect_close`, \
-                         `expect_silence`, `sleep`, `close`, `connect`";
+                         `expect_silence`, `sleep`, `close`, `connect`, `any_order`";
 
 /// Parses the value of `steps:`; `key` is the `steps` key, for errors about the list.
 pub(crate) fn steps(ctx: &mut Ctx, key: &Node, value: &Node) -> Vec<Step> {
@@ -132,6 +150,7 @@ fn step(ctx: &mut Ctx, item: &Node, current: &mut String) -> Option<Step> {
         "sleep" => ctx.duration(value, "sleep").map(StepKind::Sleep),
         "close" => conn_or_current(ctx, value, current).map(|conn| StepKind::Close { conn }),
         "connect" => conn_or_current(ctx, value, current).map(|conn| StepKind::Connect { conn }),
+        "any_order" => any_order(ctx, key, value, current),
         _ => {
             let d = ctx
                 .error(key.span, format!("unknown step `{name}`"))
@@ -204,8 +223,9 @@ fn arrow(
             return None;
         }
     };
-    let conn_ok = check_conn_name(ctx, conn, key.span);
-    if conn_ok {
+    let to_others = !sending && conn == OTHERS;
+    let conn_ok = to_others || check_conn_name(ctx, conn, key.span);
+    if conn_ok && !to_others {
         conn.clone_into(current);
     }
     let span = if value.is_null() || value.span.len == 0 {
@@ -254,6 +274,8 @@ fn arrow(
             conn: conn.to_owned(),
             matcher,
             within: None,
+            subset: false,
+            at: None,
         })
     };
     conn_ok.then_some(Step { kind, span })
@@ -269,7 +291,7 @@ fn check_conn_name(ctx: &mut Ctx, name: &str, span: Span) -> bool {
     } else if name == OTHERS {
         Some((
             "`others` is reserved for messages to every other connection",
-            "name the connection, e.g. `C2`",
+            "`others` only receives (`S -> others: message`); to send or close, name a connection such as `C2`",
         ))
     } else if name.is_empty() {
         Some((
@@ -521,6 +543,8 @@ fn expect(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Opti
             conn: current.clone(),
             matcher: Matcher::Exact(ctx.template(value, 0)?),
             within: None,
+            subset: false,
+            at: None,
         }));
     }
     if !matches!(value.kind, Kind::Map(_)) {
@@ -541,7 +565,10 @@ fn expect(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Opti
         return None;
     }
     let f = ctx.fields(value, EXPECT_KEYS, "`expect`")?;
-    let conn = conn_field(ctx, &f, current);
+    let conn = match f.get("conn") {
+        Some(node) if node.scalar() == Some(OTHERS) => Some(OTHERS.to_owned()),
+        _ => conn_field(ctx, &f, current),
+    };
     let matcher = one_of(ctx, &f, EXPECT_MATCHERS, "expect", key).and_then(|(kind, node)| {
         let t = ctx.template(node, 0)?;
         check_literal_hex(ctx, kind, &t)?;
@@ -559,11 +586,146 @@ fn expect(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Opti
         Some(node) => Some(ctx.duration(node, "within")?),
         None => None,
     };
+    let subset = match f.get("subset") {
+        Some(node) => ctx.boolean(node, "subset")?,
+        None => false,
+    };
+    let tolerance = match f.get("tolerance") {
+        Some(node) => Some(ctx.duration(node, "tolerance")?),
+        None => None,
+    };
+    let at = match (f.entry("at"), tolerance) {
+        (Some((_, node)), tolerance) => Some(At {
+            after: ctx.duration(node, "at")?,
+            tolerance: tolerance.unwrap_or(DEFAULT_TOLERANCE),
+        }),
+        (None, Some(_)) => {
+            let d = ctx
+                .error(key.span, "`tolerance` needs `at`")
+                .with_help("e.g. `- expect: { text: PING, at: 10s, tolerance: 100ms }`");
+            ctx.push(d);
+            return None;
+        }
+        (None, None) => None,
+    };
+    if at.is_some() && within.is_some() {
+        let d = ctx
+            .error(key.span, "`expect` takes `at` or `within`, not both")
+            .with_help("`at: 10s, tolerance: 100ms` already sets the deadline (10.1s)");
+        ctx.push(d);
+        return None;
+    }
     Some(StepKind::Expect(Expect {
         conn: conn?,
         matcher: matcher?,
         within,
+        subset,
+        at,
     }))
+}
+
+/// `any_order:` a list of expectations whose messages may arrive in any order.
+fn any_order(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Option<StepKind> {
+    let Kind::Seq(items) = &value.kind else {
+        let d = ctx
+            .error(
+                if value.is_null() { key.span } else { value.span },
+                format!("`any_order` must be a list of expectations, found {}", value.describe()),
+            )
+            .with_help("e.g.\nany_order:\n  - S -> C1: JOINED {\"username\":\"b\"}\n  - S -> C1: BROADCAST {\"username\":\"b\",\"message\":\"hi\"}");
+        ctx.push(d);
+        return None;
+    };
+    let mut steps = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for item in items {
+        match step(ctx, item, current) {
+            Some(
+                s @ Step {
+                    kind: StepKind::Expect(_),
+                    ..
+                },
+            ) => steps.push(s),
+            Some(other) => {
+                let d = ctx
+                    .error(other.span, "`any_order` holds only expectations")
+                    .with_help("put sends and other steps before or after the `any_order` list");
+                ctx.push(d);
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    if steps.is_empty() && ok {
+        let d = ctx.error(key.span, "`any_order` is empty");
+        ctx.push(d);
+        return None;
+    }
+    ok.then_some(StepKind::AnyOrder(steps))
+}
+
+/// `background:` of a suite or scenario: `off`, or a list of `{ on: message, reply: message }`.
+pub(crate) fn background(ctx: &mut Ctx, node: &Node) -> Option<Vec<BackgroundRule>> {
+    if node.scalar() == Some("off") || node.is_null() {
+        return Some(Vec::new());
+    }
+    let Kind::Seq(items) = &node.kind else {
+        let d = ctx
+            .error(
+                node.span,
+                format!(
+                    "`background` must be `off` or a list of rules, found {}",
+                    node.describe()
+                ),
+            )
+            .with_help("e.g.\nbackground:\n  - on: PING\n    reply: PONG\n  - on: 're:^JOINED '");
+        ctx.push(d);
+        return None;
+    };
+    let mut rules = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for item in items {
+        let Some(f) = ctx.fields(item, BACKGROUND_KEYS, "a background rule") else {
+            ok = false;
+            continue;
+        };
+        let Some((on_key, on)) = f.entry("on") else {
+            if !f.misspelt("on") {
+                let d = ctx
+                    .error(
+                        item.span,
+                        "a background rule needs `on:`, the message it handles",
+                    )
+                    .with_help("e.g. `- { on: PING, reply: PONG }`");
+                ctx.push(d);
+            }
+            ok = false;
+            continue;
+        };
+        let text = on.scalar().unwrap_or_default();
+        let matcher = match text.strip_prefix("re:") {
+            Some(rest) => ctx
+                .template(on, 3 + usize::from(rest.starts_with(' ')))
+                .and_then(|t| {
+                    check_regex(ctx, &t)?;
+                    Some(Matcher::Regex(t))
+                }),
+            None => ctx.template(on, 0).map(Matcher::Exact),
+        };
+        let reply = match f.get("reply") {
+            Some(node) => ctx.template(node, 0).map(Some),
+            None => Some(None),
+        };
+        match (matcher, reply) {
+            (Some(on), Some(reply)) => rules.push(BackgroundRule {
+                on,
+                reply,
+                span: on_key.span,
+            }),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(rules)
 }
 
 fn expect_close(ctx: &mut Ctx, value: &Node, current: &mut String) -> Option<StepKind> {

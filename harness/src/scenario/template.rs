@@ -48,6 +48,7 @@ pub const FUNCTIONS: &[(&str, usize, usize)] = &[
     ("repeat", 2, 2),
     ("lower", 1, 1),
     ("upper", 1, 1),
+    ("uuid", 1, 2),
 ];
 
 /// Variables as bytes: what templates are expanded against.
@@ -528,6 +529,7 @@ fn call(name: &str, args: &[Vec<u8>], env: &Env) -> Result<Vec<u8>, TemplateErro
         }
         "lower" => a.to_ascii_lowercase(),
         "upper" => a.to_ascii_uppercase(),
+        "uuid" => uuid_from(args).into_bytes(),
         _ => {
             return Err(TemplateErrorKind::UnknownFunction {
                 name: name.to_owned(),
@@ -535,6 +537,29 @@ fn call(name: &str, args: &[Vec<u8>], env: &Env) -> Result<Vec<u8>, TemplateErro
             });
         }
     })
+}
+
+/// A version-4-shaped UUID derived from the arguments (SHA-256 of them), so that
+/// `uuid(uniq)` is fresh for every run of a scenario yet the same within it.
+fn uuid_from(args: &[Vec<u8>]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for a in args {
+        h.update(a);
+        h.update([0]);
+    }
+    let mut b: [u8; 16] = h.finalize()[..16].try_into().unwrap_or_default();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let x = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..]
+    )
 }
 
 /// Hex digits to bytes; whitespace between digits is ignored.
@@ -670,7 +695,11 @@ pub fn check_vars(scenario: &Scenario, known: &BTreeSet<String>) -> Vec<Diagnost
     defined.extend(scenario.vars.keys().cloned());
     defined.extend(BUILTIN_VARS.iter().map(|v| (*v).to_owned()));
     let mut diags = Vec::new();
-    for step in &scenario.steps {
+    let flat = scenario.steps.iter().flat_map(|step| match &step.kind {
+        StepKind::AnyOrder(inner) => inner.iter().collect::<Vec<_>>(),
+        _ => vec![step],
+    });
+    for step in flat {
         let (template, is_regex) = match &step.kind {
             StepKind::Send(s) => match &s.payload {
                 Payload::Line(t) | Payload::Bytes(t) | Payload::Hex(t) => (t, false),
@@ -699,9 +728,31 @@ pub fn check_vars(scenario: &Scenario, known: &BTreeSet<String>) -> Vec<Diagnost
                 diags.push(d);
             }
             defined.extend(capture_names(template));
+        } else {
+            defined.extend(json_capture_names(template));
         }
     }
     diags
+}
+
+/// Variables that `"<any:name>"`-style JSON placeholders in the literal parts of `t` bind.
+fn json_capture_names(t: &Template) -> Vec<String> {
+    let mut names = Vec::new();
+    for part in &t.parts {
+        let Part::Lit(s) = part else { continue };
+        let mut rest = s.as_str();
+        while let Some(i) = rest.find("\"<") {
+            rest = &rest[i + 2..];
+            let Some(end) = rest.find(">\"") else { break };
+            if let Some((kind, name)) = rest[..end].split_once(':')
+                && matches!(kind, "any" | "string" | "number" | "uuid")
+                && is_ident(name)
+            {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    names
 }
 
 /// An error if the template has no `{{ ... }}` and is not a valid regular expression.

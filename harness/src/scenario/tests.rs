@@ -528,3 +528,108 @@ mod never_panic {
         }
     }
 }
+
+#[test]
+fn fan_out_order_timing_and_background() {
+    let text = r#"id: chat/t
+background:
+  - on: PING
+    reply: PONG
+  - on: 're:^JOINED '
+steps:
+  - C1 -> S: BROADCAST_REQ {"message":"hi"}
+  - S -> others: BROADCAST {"username":"<any>","message":"hi"}
+  - any_order:
+      - S -> C1: BROADCAST_RESP {"status":"OK"}
+      - expect: { conn: others, text: 'X {}', subset: true }
+  - expect: { text: PING, at: 10s }
+  - expect: { conn: C2, text: PING, at: 10s, tolerance: 50ms }
+"#;
+    let s = parse(text);
+    assert_eq!(s.background.len(), 2);
+    assert!(matches!(&s.background[0].on, Matcher::Exact(t) if lit(t) == "PING"));
+    assert_eq!(lit(s.background[0].reply.as_ref().unwrap()), "PONG");
+    assert!(matches!(&s.background[1].on, Matcher::Regex(t) if lit(t) == "^JOINED "));
+    assert!(s.background[1].reply.is_none());
+
+    let StepKind::Expect(e) = &s.steps[1].kind else {
+        panic!()
+    };
+    assert_eq!(e.conn, "others");
+    let StepKind::AnyOrder(inner) = &s.steps[2].kind else {
+        panic!()
+    };
+    assert_eq!(inner.len(), 2);
+    let StepKind::Expect(e) = &inner[1].kind else {
+        panic!()
+    };
+    assert_eq!(e.conn, "others");
+    assert!(e.subset);
+    // `others` does not become the current connection: C1 still is.
+    let StepKind::Expect(e) = &s.steps[3].kind else {
+        panic!()
+    };
+    assert_eq!(e.conn, "C1");
+    assert_eq!(
+        e.at,
+        Some(At {
+            after: Duration::from_secs(10),
+            tolerance: Duration::from_millis(100)
+        })
+    );
+    let StepKind::Expect(e) = &s.steps[4].kind else {
+        panic!()
+    };
+    assert_eq!(e.at.unwrap().tolerance, Duration::from_millis(50));
+
+    // A scenario without `background:` takes the suite's; `off` turns it off.
+    let suite = parse_suite_config(
+        Path::new("scenarios/chat/suite.yaml"),
+        "background:\n  - { on: PING, reply: PONG }\n",
+    )
+    .unwrap();
+    let inherit =
+        parse_scenario(Path::new(PATH), "id: a\nsteps:\n  - sleep: 1ms\n", &suite).unwrap();
+    assert_eq!(inherit.background.len(), 1);
+    let off = parse_scenario(
+        Path::new(PATH),
+        "id: a\nbackground: off\nsteps:\n  - sleep: 1ms\n",
+        &suite,
+    )
+    .unwrap();
+    assert!(off.background.is_empty());
+}
+
+#[test]
+fn fan_out_order_timing_and_background_errors() {
+    let out = errors(
+        "id: chat/a
+background:
+  - reply: PONG
+  - { on: PING, answer: PONG }
+steps:
+  - others -> S: hello
+  - any_order:
+      - C -> S: hello
+  - any_order: nope
+  - expect: { text: PING, tolerance: 1s }
+  - expect: { text: PING, at: 10s, within: 1s }
+  - expect: { text: PING, subset: maybe }
+",
+    );
+    snapshot("fan_out_order_timing_and_background_errors", &out);
+}
+
+#[test]
+fn json_captures_count_as_defined_variables() {
+    let s = parse(
+        r#"id: a
+steps:
+  - S -> C: FILE_TRANSFER_RESPONSE {"transferId":"<uuid:tid>"}
+  - C -> S: 'DONE {"transferId":"{{tid}}","other":"{{nope}}"}'
+"#,
+    );
+    let diags = template::check_vars(&s, &BTreeSet::new());
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    assert!(diags[0].message.contains("nope"), "{}", diags[0].message);
+}

@@ -8,8 +8,20 @@
 //!     put-get.yaml           one scenario
 //! ```
 //!
-//! A path given to [`load`] can be a scenario file (its folder is the suite, with only that
-//! scenario), a suite folder, or a folder of suites. Every file is read and parsed even when
+//! A folder with a `suite.yaml` also takes in the scenarios of its subfolders that have no
+//! `suite.yaml` of their own, so one suite can keep its scenarios in folders:
+//!
+//! ```text
+//!   chat/                    one suite: suite.yaml and every level's scenarios
+//!     suite.yaml
+//!     strict.profile.yaml
+//!     level1/login-ok.yaml
+//!     level2/list-users.yaml
+//! ```
+//!
+//! A path given to [`load`] can be a scenario file (its suite runs with only that scenario),
+//! a suite folder, a folder inside a suite (the suite, with only the scenarios there), or a
+//! folder of suites. Every file is read and parsed even when
 //! an earlier one failed, so one run of `harness check` shows every problem.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -208,6 +220,17 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Suite>, LoadErrors> {
             }
         };
         if meta.is_dir() {
+            if let Some(owner) = owning_suite(path) {
+                // A folder inside a suite: that suite, with only the scenarios under it.
+                match scenario_files_under(path, 0) {
+                    Ok(files) if files.is_empty() => {
+                        errors.push(LoadError::NoScenarios { path: path.clone() });
+                    }
+                    Ok(files) => files.iter().for_each(|f| want(&owner, Some(f))),
+                    Err(e) => errors.push(e),
+                }
+                continue;
+            }
             let mut found = Vec::new();
             if let Err(e) = discover(path, 0, &mut found) {
                 errors.push(e);
@@ -224,7 +247,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Suite>, LoadErrors> {
             _ => PathBuf::from("."),
         };
         match FileKind::of(path) {
-            FileKind::Scenario => want(&dir, Some(path)),
+            FileKind::Scenario => want(&owning_suite(&dir).unwrap_or(dir), Some(path)),
             FileKind::Suite => want(&dir, None),
             FileKind::Profile => errors.push(LoadError::IsProfile { path: path.clone() }),
             FileKind::Other => errors.push(LoadError::NotScenario { path: path.clone() }),
@@ -258,23 +281,77 @@ fn discover(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) -> Result<(), Lo
         .collect::<Result<_, _>>()
         .map_err(io_error)?;
     entries.sort();
-    let is_suite = entries
-        .iter()
-        .any(|p| matches!(FileKind::of(p), FileKind::Suite | FileKind::Scenario) && p.is_file());
+    let has_config = find_file(dir, "suite").is_some();
+    let is_suite = has_config
+        || entries
+            .iter()
+            .any(|p| FileKind::of(p) == FileKind::Scenario && p.is_file());
     if is_suite {
         found.push(dir.to_owned());
     }
     if depth < MAX_DEPTH {
-        for sub in entries.iter().filter(|p| p.is_dir()) {
-            let hidden = sub
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-            if !hidden {
+        for sub in entries.iter().filter(|p| p.is_dir() && !is_hidden(p)) {
+            if has_config && find_file(sub, "suite").is_none() {
+                // Part of this suite; only suites with their own suite.yaml further down.
+                discover_nested(sub, depth + 1, found)?;
+            } else {
                 discover(sub, depth + 1, found)?;
             }
         }
     }
     Ok(())
+}
+
+/// Inside a suite's subfolders: the folders further down that have their own suite.yaml.
+fn discover_nested(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+    if find_file(dir, "suite").is_some() {
+        return discover(dir, depth, found);
+    }
+    if depth >= MAX_DEPTH {
+        return Ok(());
+    }
+    let io_error = |source| LoadError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut subs: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(io_error)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_error)?;
+    subs.retain(|p| p.is_dir() && !is_hidden(p));
+    subs.sort();
+    for sub in subs {
+        discover_nested(&sub, depth + 1, found)?;
+    }
+    Ok(())
+}
+
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+/// The suite a folder without its own suite.yaml belongs to: the nearest ancestor with a
+/// suite.yaml (every folder between them has none). `None` for a folder with a suite.yaml
+/// or with no such ancestor.
+fn owning_suite(dir: &Path) -> Option<PathBuf> {
+    if find_file(dir, "suite").is_some() {
+        return None;
+    }
+    let absolute = fs::canonicalize(dir).ok()?;
+    let mut current = absolute.as_path();
+    for _ in 0..MAX_DEPTH {
+        current = current.parent()?;
+        if find_file(current, "suite").is_some() {
+            // Keep the path as the user wrote it when it names the ancestor plainly.
+            let plain = dir.ancestors().find(|a| {
+                fs::canonicalize(a).is_ok_and(|c| c == current) && !a.as_os_str().is_empty()
+            });
+            return Some(plain.map_or_else(|| current.to_owned(), Path::to_owned));
+        }
+    }
+    None
 }
 
 /// The suite of `w`, with the scenarios that parsed; problems go to `errors`.
@@ -315,7 +392,23 @@ fn load_suite(w: Wanted, errors: &mut Vec<LoadError>) -> Suite {
             Err(e) => errors.push(e),
         }
     }
-    scenarios.sort_by(|a, b| a.source.path.file_name().cmp(&b.source.path.file_name()));
+    // By path inside the suite: `level1/b.yaml` before `level2/a.yaml`.
+    scenarios.sort_by(|a, b| {
+        let key = |s: &Scenario| {
+            s.source
+                .path
+                .strip_prefix(&w.dir)
+                .map(Path::to_owned)
+                .unwrap_or_else(|_| {
+                    s.source
+                        .path
+                        .file_name()
+                        .map(PathBuf::from)
+                        .unwrap_or_default()
+                })
+        };
+        key(a).cmp(&key(b))
+    });
     Suite {
         dir: w.dir,
         config,
@@ -331,7 +424,12 @@ fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The scenario files of a suite folder; with a suite.yaml, those of its subfolders without
+/// one too.
 fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    if find_file(dir, "suite").is_some() {
+        return scenario_files_under(dir, 0);
+    }
     let io_error = |source| LoadError::Io {
         path: dir.to_owned(),
         source,
@@ -341,6 +439,31 @@ fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
         let path = entry.map_err(io_error)?.path();
         if FileKind::of(&path) == FileKind::Scenario && path.is_file() {
             files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The scenario files of a folder and of its subfolders without a suite.yaml.
+fn scenario_files_under(dir: &Path, depth: usize) -> Result<Vec<PathBuf>, LoadError> {
+    let io_error = |source| LoadError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut files = Vec::new();
+    let mut subs = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_error)? {
+        let path = entry.map_err(io_error)?.path();
+        if FileKind::of(&path) == FileKind::Scenario && path.is_file() {
+            files.push(path);
+        } else if path.is_dir() && !is_hidden(&path) && find_file(&path, "suite").is_none() {
+            subs.push(path);
+        }
+    }
+    if depth < MAX_DEPTH {
+        for sub in subs {
+            files.extend(scenario_files_under(&sub, depth + 1)?);
         }
     }
     files.sort();
@@ -562,6 +685,43 @@ mod tests {
         assert_eq!(kv.scenarios[0].points, 2);
         assert_eq!(kv.scenarios[0].source.path, t.path("scenarios/kv/a.yml"));
         assert_eq!(suites[0].config.points, 1);
+    }
+
+    #[test]
+    fn a_suite_takes_in_subfolders_without_their_own_suite_yaml() {
+        let t = TempDir::new("nested");
+        t.write("scenarios/chat/suite.yaml", "protocol: kv\npoints: 3\n");
+        t.write("scenarios/chat/level2/b.yaml", scenario("chat/b"));
+        t.write("scenarios/chat/level1/z.yaml", scenario("chat/z"));
+        t.write("scenarios/chat/top.yaml", scenario("chat/top"));
+        t.write("scenarios/chat/level1/deep/d.yaml", scenario("chat/d"));
+        t.write("scenarios/chat/own/suite.yaml", "points: 7\n");
+        t.write("scenarios/chat/own/o.yaml", scenario("chat/o"));
+
+        let suites = load(&[t.path("scenarios")]).unwrap();
+        let dirs: Vec<PathBuf> = suites.iter().map(|s| s.dir.clone()).collect();
+        assert_eq!(
+            dirs,
+            [t.path("scenarios/chat"), t.path("scenarios/chat/own")]
+        );
+        assert_eq!(
+            ids(&suites),
+            [
+                vec!["chat/d", "chat/z", "chat/b", "chat/top"],
+                vec!["chat/o"]
+            ]
+        );
+        assert_eq!(suites[0].scenarios[0].points, 3);
+        assert_eq!(suites[1].scenarios[0].points, 7);
+
+        // A folder inside the suite, or a file in it: the suite with only those scenarios.
+        let level1 = load(&[t.path("scenarios/chat/level1")]).unwrap();
+        assert_eq!(level1[0].dir, t.path("scenarios/chat"));
+        assert_eq!(ids(&level1), [vec!["chat/d", "chat/z"]]);
+        assert_eq!(level1[0].config.points, 3);
+        let one = load(&[t.path("scenarios/chat/level2/b.yaml")]).unwrap();
+        assert_eq!(one[0].dir, t.path("scenarios/chat"));
+        assert_eq!(ids(&one), [vec!["chat/b"]]);
     }
 
     #[test]

@@ -96,7 +96,8 @@ struct RunArgs {
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
 
-    /// Scenarios run at the same time (default: the number of cores).
+    /// Scenarios run at the same time [default: 16]. They mostly wait on the network and on
+    /// timers, so more run at once than there are cores.
     #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
 

@@ -29,6 +29,10 @@ use crate::scenario::model::{Profile, Suite};
 use crate::transport::Transport;
 use reference_impl::tls::{ClientTrust, client_config};
 
+/// Scenarios run at once by default. Scenarios mostly wait on the network and on timers, so
+/// this is not tied to the number of cores.
+pub const DEFAULT_JOBS: usize = 16;
+
 /// Everything `harness run` takes from the command line.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -62,7 +66,7 @@ impl Default for RunOptions {
             server_name: None,
             vars: BTreeMap::new(),
             profile: None,
-            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            jobs: DEFAULT_JOBS,
             timeout: None,
             connect_timeout: Duration::from_secs(5),
             strict: false,
@@ -325,12 +329,22 @@ async fn run_suite(
     let mut slots: Vec<Option<ScenarioResult>> = vec![None; suite.scenarios.len()];
 
     let semaphore = Arc::new(Semaphore::new(jobs));
+    let mut locks: BTreeMap<&str, Arc<tokio::sync::Mutex<()>>> = BTreeMap::new();
     let mut set = JoinSet::new();
     for (index, scenario) in parallel {
+        let lock = scenario
+            .lock
+            .as_deref()
+            .map(|name| locks.entry(name).or_default().clone());
         let scenario = scenario.clone();
         let settings = settings.clone();
         let semaphore = semaphore.clone();
         set.spawn(async move {
+            // The lock first: a scenario waiting for its lock does not hold a job slot.
+            let _lock = match &lock {
+                Some(lock) => Some(lock.lock().await),
+                None => None,
+            };
             let _permit = semaphore.acquire_owned().await;
             (index, run_scenario(&scenario, &settings, next_uniq()).await)
         });

@@ -125,6 +125,10 @@ pub struct Scenario {
     pub skip: Option<String>,
     /// The background rules in force: the scenario's own `background:`, else the suite's.
     pub background: Vec<BackgroundRule>,
+    /// `lock: name`: scenarios holding the same lock never run at the same time (they share
+    /// state on the target, such as the one game a chat server runs), though each may run
+    /// alongside every other scenario.
+    pub lock: Option<String>,
     pub steps: Vec<Step>,
     pub source: Arc<SourceFile>,
     /// Where the scenario's id is written (the value of `id:`), or line 1, col 1.

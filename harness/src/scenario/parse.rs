@@ -6,7 +6,7 @@
 //!                      background
 //! NAME.profile.yaml    vars, reference
 //! any other *.yaml     id, title, spec, tags, points, level, serial, timeout, quiet, vars,
-//!                      xfail, skip, background, steps
+//!                      xfail, skip, background, lock, steps
 //! ```
 //!
 //! Scalars are read as written: `points: 2` is an integer and `serial: true` a boolean
@@ -291,6 +291,7 @@ impl Ctx {
         let vars = f.get("vars").map(|n| self.vars(n)).unwrap_or_default();
         let xfail = f.get("xfail").and_then(|n| self.string(n, "xfail"));
         let skip = f.get("skip").and_then(|n| self.string(n, "skip"));
+        let lock = f.get("lock").and_then(|n| self.string(n, "lock"));
         let background = match f.get("background") {
             Some(n) => step::background(self, n),
             None => Some(suite.background.clone()),
@@ -321,6 +322,7 @@ impl Ctx {
             xfail,
             skip,
             background: background?,
+            lock,
             steps,
             source: Arc::clone(&self.file),
             span: id_node.map_or(

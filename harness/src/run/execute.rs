@@ -12,7 +12,7 @@ use super::json_match;
 use super::outcome::{Failure, Outcome, ScenarioResult};
 use super::transcript::{Data, EntryKind, Transcript, show_bytes};
 use crate::scenario::model::{
-    Expect, Matcher, Payload, Scenario, Send, Span, Step, StepKind, Template,
+    Bisect, Expect, Matcher, Payload, Scenario, Send, Span, Step, StepKind, Template,
 };
 use crate::scenario::step::OTHERS;
 use crate::scenario::template::{self, Env};
@@ -201,15 +201,20 @@ impl<'a> Exec<'a> {
 
     async fn step(&mut self, step: &Step) -> Result<(), StepError> {
         match &step.kind {
-            StepKind::Connect { conn } => {
+            StepKind::Connect { conn, port } => {
                 if self.conns.contains_key(conn) {
                     return Err(StepError::new(
                         Outcome::Error,
                         format!("connection `{conn}` is already open"),
                     ));
                 }
-                self.open(conn).await
+                let addr = match port {
+                    Some(t) => self.addr_with_port(t)?,
+                    None => self.settings.addr.clone(),
+                };
+                self.open_at(conn, &addr).await
             }
+            StepKind::Bisect(b) => self.bisect(b).await,
             StepKind::Send(send) => self.send(send).await,
             StepKind::Expect(expect) => self.expect(expect).await,
             StepKind::AnyOrder(steps) => self.any_order(steps).await,
@@ -232,15 +237,44 @@ impl<'a> Exec<'a> {
     }
 
     async fn open(&mut self, name: &str) -> Result<(), StepError> {
+        let addr = self.settings.addr.clone();
+        self.open_at(name, &addr).await
+    }
+
+    /// The target's host with the port a `connect: { port: ... }` names: a number, or `+N`
+    /// (`-N`) from the target's own port.
+    fn addr_with_port(&self, t: &Template) -> Result<String, StepError> {
+        let text = String::from_utf8_lossy(&self.expand(t)?).trim().to_owned();
+        let addr = &self.settings.addr;
+        let (host, base) = addr.rsplit_once(':').unwrap_or((addr.as_str(), ""));
+        let base: i64 = base.parse().unwrap_or(0);
+        let port = match text.strip_prefix('+') {
+            Some(n) => n.parse::<i64>().map(|n| base + n),
+            None => match text.strip_prefix('-') {
+                Some(n) => n.parse::<i64>().map(|n| base - n),
+                None => text.parse::<i64>(),
+            },
+        };
+        match port {
+            Ok(p) if (1..=65535).contains(&p) => Ok(format!("{host}:{p}")),
+            _ => Err(StepError::new(
+                Outcome::Error,
+                format!("`port: {text}` is not a port (1-65535) or an offset such as +1"),
+            )
+            .span(t.span)),
+        }
+    }
+
+    async fn open_at(&mut self, name: &str, addr: &str) -> Result<(), StepError> {
         let s = self.settings;
-        match transport::connect(&s.addr, &s.transport, s.connect_timeout).await {
+        match transport::connect(addr, &s.transport, s.connect_timeout).await {
             Ok(stream) => {
                 let at = self.elapsed();
                 self.transcript.push(
                     at,
                     name,
                     EntryKind::Connected {
-                        addr: s.addr.clone(),
+                        addr: addr.to_owned(),
                         transport: s.transport.name().to_owned(),
                     },
                 );
@@ -442,6 +476,65 @@ impl<'a> Exec<'a> {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Finds the number the target hides by halving `[low, high]`: each reply says found,
+    /// higher or lower. The search ends in at most log2(high - low + 1) + 1 guesses; replies
+    /// that contradict each other end it with a failure that lists the guesses.
+    async fn bisect(&mut self, b: &Bisect) -> Result<(), StepError> {
+        let (mut low, mut high) = (b.low, b.high);
+        let mut tried: Vec<String> = Vec::new();
+        while low <= high {
+            let n = low + (high - low) / 2;
+            self.env.set(b.var.clone(), n.to_string().into_bytes());
+            self.send(&b.send).await?;
+            let options = [&b.found, &b.higher, &b.lower];
+            let mut wanted = Vec::with_capacity(3);
+            for e in options {
+                wanted.push(self.describe(&e.matcher)?);
+            }
+            let within = self.timeout;
+            let deadline = Instant::now() + within;
+            let all = format!("one of {}", wanted.join(", "));
+            let which = loop {
+                let (frame, _) = self.next_message(&b.conn, deadline, within, &all).await?;
+                let mut first_error = None;
+                let mut which = None;
+                for (i, e) in options.iter().enumerate() {
+                    match self.check(&e.matcher, &frame, &wanted[i], false) {
+                        Ok(()) => {
+                            which = Some(i);
+                            break;
+                        }
+                        Err(err) if err.outcome == Outcome::Failed => {
+                            first_error.get_or_insert(err);
+                        }
+                        Err(err) => return Err(err),
+                    }
+                }
+                if let Some(i) = which {
+                    break i;
+                }
+                if !self.background(&b.conn, &frame).await? {
+                    let mut e =
+                        first_error.unwrap_or_else(|| StepError::failed("unexpected reply"));
+                    e.failure.message = format!("unexpected reply to the guess {n}");
+                    e.failure.expected = Some(all);
+                    return Err(e);
+                }
+            };
+            tried.push(format!("{n} {}", ["found", "higher", "lower"][which]));
+            match which {
+                0 => return Ok(()),
+                1 => low = n + 1,
+                _ => high = n - 1,
+            }
+        }
+        Err(StepError::failed(format!(
+            "no number in {}..={} fits the replies: they contradict each other",
+            b.low, b.high
+        ))
+        .label(format!("guesses: {}", tried.join(", "))))
     }
 
     /// Expectations met in any order: each message on a connection may satisfy any of that

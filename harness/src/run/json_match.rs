@@ -8,6 +8,7 @@
 //! "<string>"         any string          "<string:name>" binds it
 //! "<number>"         any number          "<number:name>" binds it
 //! "<uuid>"           a UUID string       "<uuid:name>" binds it
+//! "<re:PATTERN>"     a string matching the regular expression (whole string)
 //! ["<unordered>", a, b, ...]
 //!                    an array holding a, b, ... in any order
 //! ```
@@ -120,6 +121,23 @@ fn match_value(
     path: &mut String,
     bindings: &mut Bindings,
 ) -> Result<(), Mismatch> {
+    if let Value::String(s) = pattern
+        && let Some(re) = s.strip_prefix("<re:").and_then(|r| r.strip_suffix('>'))
+    {
+        let compiled = regex::Regex::new(&format!(r"\A(?:{re})\z")).map_err(|e| {
+            Mismatch(format!(
+                "{}: invalid regular expression in the scenario: {e}",
+                at(path)
+            ))
+        })?;
+        return match value.as_str() {
+            Some(text) if compiled.is_match(text) => Ok(()),
+            _ => Err(Mismatch(format!(
+                "{}: expected a string matching `{re}`, got {value}",
+                at(path)
+            ))),
+        };
+    }
     if let Value::String(s) = pattern
         && let Some((kind, name)) = placeholder(s)
     {
@@ -354,6 +372,14 @@ mod tests {
         assert_eq!(
             err(r#"F {"n":"<number>"}"#, r#"F {"n":"7"}"#),
             r#"`n`: expected a number, got "7""#
+        );
+        ok(
+            r#"W {"msg":"<re:.*[0-9].*>"}"#,
+            r#"W {"msg":"Welcome to the server 1.5"}"#,
+        );
+        assert_eq!(
+            err(r#"W {"msg":"<re:.*[0-9].*>"}"#, r#"W {"msg":"Welcome"}"#),
+            r#"`msg`: expected a string matching `.*[0-9].*`, got "Welcome""#
         );
         // Not a placeholder: compared as text.
         ok(r#"F {"s":"<b>"}"#, r#"F {"s":"<b>"}"#);

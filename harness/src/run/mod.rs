@@ -25,7 +25,7 @@ pub use outcome::{Failure, Outcome, ScenarioResult, Summary};
 
 use crate::protocol::{self, Protocol, ReferenceServer};
 use crate::report::{Event, Reporter};
-use crate::scenario::model::{Profile, Suite};
+use crate::scenario::model::{Profile, Scenario, Suite};
 use crate::transport::Transport;
 use reference_impl::tls::{ClientTrust, client_config};
 
@@ -193,7 +193,8 @@ pub async fn run(
                 None => settings.addr.clone(),
             },
         })?;
-        let suite_results = run_suite(suite, settings, opts.jobs, reporter).await;
+        let suite_results =
+            run_suite(suite, settings, opts.jobs, opts.profile.as_ref(), reporter).await;
         if let Some(r) = reference {
             r.stop().await;
         }
@@ -316,17 +317,25 @@ async fn run_suite(
     suite: &Suite,
     settings: ExecSettings,
     jobs: usize,
+    profile: Option<&Profile>,
     reporter: &mut dyn Reporter,
 ) -> Result<Vec<ScenarioResult>, SetupError> {
     let settings = Arc::new(settings);
+    let applied: Vec<Scenario>;
+    let scenarios: &[Scenario] = match profile {
+        Some(p) if !p.skip.is_empty() || !p.xfail.is_empty() => {
+            applied = suite.scenarios.iter().map(|s| p.apply(s)).collect();
+            &applied
+        }
+        _ => &suite.scenarios,
+    };
     let jobs = if suite.config.serial { 1 } else { jobs.max(1) };
-    let (parallel, serial): (Vec<_>, Vec<_>) = suite
-        .scenarios
+    let (parallel, serial): (Vec<_>, Vec<_>) = scenarios
         .iter()
         .enumerate()
         // One job at a time runs in file order, so its report is reproducible.
         .partition(|(_, s)| !s.serial && jobs > 1);
-    let mut slots: Vec<Option<ScenarioResult>> = vec![None; suite.scenarios.len()];
+    let mut slots: Vec<Option<ScenarioResult>> = vec![None; scenarios.len()];
 
     let semaphore = Arc::new(Semaphore::new(jobs));
     let mut locks: BTreeMap<&str, Arc<tokio::sync::Mutex<()>>> = BTreeMap::new();

@@ -102,6 +102,50 @@ pub struct Profile {
     /// `reference:` settings passed to the protocol adapter when it starts the built-in
     /// reference server (e.g. `dialect: course`).
     pub reference: BTreeMap<String, String>,
+    /// `skip:` scenario id globs (`*` matches anything) that do not apply to the dialect,
+    /// with the reason.
+    pub skip: BTreeMap<String, String>,
+    /// `xfail:` scenario id globs the dialect is known to fail, with the reason.
+    pub xfail: BTreeMap<String, String>,
+}
+
+impl Profile {
+    /// The scenario as this profile runs it: skipped or expected to fail where it says so.
+    pub fn apply(&self, scenario: &Scenario) -> Scenario {
+        let mut s = scenario.clone();
+        let find = |map: &BTreeMap<String, String>| {
+            map.iter()
+                .find(|(glob, _)| glob_match(glob, &scenario.id))
+                .map(|(_, reason)| format!("{reason} (profile {})", self.name))
+        };
+        if let Some(reason) = find(&self.skip) {
+            s.skip = Some(reason);
+        }
+        if let Some(reason) = find(&self.xfail) {
+            s.xfail = Some(reason);
+        }
+        s
+    }
+}
+
+/// Whether `text` matches `glob`, where `*` stands for any run of characters.
+pub fn glob_match(glob: &str, text: &str) -> bool {
+    let mut parts = glob.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// One scenario file.
@@ -151,7 +195,13 @@ pub enum StepKind {
     /// Open a connection explicitly (sends and expects open it implicitly too).
     Connect {
         conn: String,
+        /// `port:` another port of the target host: a number, or `+N` for the target's port
+        /// plus N (e.g. a data channel beside the control port).
+        port: Option<Template>,
     },
+    /// Binary search for a number the target hides: send with `var` set to the middle of the
+    /// range, narrow the range by the reply, until a reply matches `found`.
+    Bisect(Box<Bisect>),
     Send(Send),
     Expect(Expect),
     /// The peer must close the connection within the deadline, sending nothing more.
@@ -205,6 +255,23 @@ pub struct Expect {
     pub subset: bool,
     /// The message must arrive this long after the previous message on its connection.
     pub at: Option<At>,
+}
+
+/// `bisect:` a number guessed by halving a range.
+#[derive(Debug, Clone)]
+pub struct Bisect {
+    pub conn: String,
+    /// The variable holding the current guess in `send`.
+    pub var: String,
+    pub low: i64,
+    pub high: i64,
+    pub send: Send,
+    /// The guess is right: stop.
+    pub found: Expect,
+    /// The guess is below the number: search above it.
+    pub higher: Expect,
+    /// The guess is above the number: search below it.
+    pub lower: Expect,
 }
 
 /// `at: 10s, tolerance: 100ms`: a message due at a set time after the previous message

@@ -4,7 +4,7 @@
 //! ```text
 //! suite.yaml           protocol, title, vars, timeout, quiet, serial, points, tags,
 //!                      background
-//! NAME.profile.yaml    vars, reference
+//! NAME.profile.yaml    vars, reference, skip, xfail   (skip/xfail: id glob -> reason)
 //! any other *.yaml     id, title, spec, tags, points, level, serial, timeout, quiet, vars,
 //!                      xfail, skip, background, lock, steps
 //! ```
@@ -55,7 +55,7 @@ const SUITE_KEYS: &[&str] = &[
     "tags",
     "background",
 ];
-const PROFILE_KEYS: &[&str] = &["vars", "reference"];
+const PROFILE_KEYS: &[&str] = &["vars", "reference", "skip", "xfail"];
 
 /// Every problem found in one file (at least one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -448,6 +448,12 @@ impl Ctx {
         if let Some(n) = f.get("reference") {
             profile.reference = self.scalar_map(n, "reference", |_| true);
         }
+        if let Some(n) = f.get("skip") {
+            profile.skip = self.scalar_map(n, "skip", |_| true);
+        }
+        if let Some(n) = f.get("xfail") {
+            profile.xfail = self.scalar_map(n, "xfail", |_| true);
+        }
         Some(profile)
     }
 
@@ -581,6 +587,8 @@ impl Ctx {
     /// `vars:`: names that templates can use, each to a scalar.
     pub fn vars(&mut self, node: &Node) -> BTreeMap<String, String> {
         self.scalar_map(node, "vars", |name| {
+            // `rename.HEADER` renames a message header; it is not used in templates.
+            let name = name.strip_prefix("rename.").unwrap_or(name);
             let mut chars = name.chars();
             chars
                 .next()

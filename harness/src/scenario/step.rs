@@ -11,7 +11,9 @@
 //! - expect_silence: duration | {conn, for}
 //! - sleep: duration
 //! - close: ~ | conn
-//! - connect: ~ | conn
+//! - connect: ~ | conn | {conn, port}   port: a number, or +N from the target's port
+//! - bisect: {conn, var, low, high, send, found, higher, lower}
+//!                                      find a hidden number by halving [low, high]
 //! ```
 //!
 //! `re:` may be followed by one space, but then YAML needs the message quoted
@@ -28,7 +30,7 @@ use std::time::Duration;
 
 use super::diagnostic::did_you_mean;
 use super::model::{
-    At, BackgroundRule, Expect, Matcher, Payload, Send, Span, Step, StepKind, Template,
+    At, BackgroundRule, Bisect, Expect, Matcher, Payload, Send, Span, Step, StepKind, Template,
 };
 use super::parse::{Ctx, Fields};
 use super::template;
@@ -52,6 +54,7 @@ const STEP_KINDS: &[&str] = &[
     "close",
     "connect",
     "any_order",
+    "bisect",
 ];
 const SEND_KEYS: &[&str] = &["conn", "text", "bytes", "hex", "split", "pause"];
 const SEND_PAYLOADS: &[&str] = &["text", "bytes", "hex"];
@@ -67,6 +70,10 @@ const EXPECT_KEYS: &[&str] = &[
     "tolerance",
 ];
 const BACKGROUND_KEYS: &[&str] = &["on", "reply"];
+const CONNECT_KEYS: &[&str] = &["conn", "port"];
+const BISECT_KEYS: &[&str] = &[
+    "conn", "var", "low", "high", "send", "found", "higher", "lower",
+];
 const EXPECT_MATCHERS: &[&str] = &["text", "re", "bytes", "hex"];
 const CLOSE_KEYS: &[&str] = &["conn", "within"];
 const SILENCE_KEYS: &[&str] = &["conn", "for"];
@@ -149,7 +156,8 @@ fn step(ctx: &mut Ctx, item: &Node, current: &mut String) -> Option<Step> {
         "expect_silence" => expect_silence(ctx, key, value, current),
         "sleep" => ctx.duration(value, "sleep").map(StepKind::Sleep),
         "close" => conn_or_current(ctx, value, current).map(|conn| StepKind::Close { conn }),
-        "connect" => conn_or_current(ctx, value, current).map(|conn| StepKind::Connect { conn }),
+        "connect" => connect(ctx, value, current),
+        "bisect" => bisect(ctx, key, value, current),
         "any_order" => any_order(ctx, key, value, current),
         _ => {
             let d = ctx
@@ -622,6 +630,93 @@ fn expect(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Opti
         subset,
         at,
     }))
+}
+
+/// `connect: C`, or `connect: { conn: D, port: "+1" }`.
+fn connect(ctx: &mut Ctx, value: &Node, current: &mut String) -> Option<StepKind> {
+    if !matches!(value.kind, Kind::Map(_)) {
+        let conn = conn_or_current(ctx, value, current)?;
+        return Some(StepKind::Connect { conn, port: None });
+    }
+    let f = ctx.fields(value, CONNECT_KEYS, "`connect`")?;
+    let conn = conn_field(ctx, &f, current);
+    let port = match f.get("port") {
+        Some(node) => Some(ctx.template(node, 0)?),
+        None => None,
+    };
+    Some(StepKind::Connect { conn: conn?, port })
+}
+
+/// `bisect:` halving a range to find a number the target hides (a guessing game).
+fn bisect(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Option<StepKind> {
+    const EXAMPLE: &str = "e.g.\nbisect:\n  conn: C1\n  var: n\n  low: 1\n  high: 50\n  \
+        send: 'GUESS {\"number\":{{n}}}'\n  found: 'GUESS_RESP {\"result\":\"Correct\"}'\n  \
+        higher: 'GUESS_RESP {\"code\":7005}'\n  lower: 'GUESS_RESP {\"code\":7006}'";
+    if !matches!(value.kind, Kind::Map(_)) {
+        let d = ctx
+            .error(
+                key.span,
+                format!("`bisect` needs options, found {}", value.describe()),
+            )
+            .with_help(EXAMPLE);
+        ctx.push(d);
+        return None;
+    }
+    let f = ctx.fields(value, BISECT_KEYS, "`bisect`")?;
+    let conn = conn_field(ctx, &f, current)?;
+    let mut missing = Vec::new();
+    for k in ["var", "low", "high", "send", "found", "higher", "lower"] {
+        if f.get(k).is_none() && !f.misspelt(k) {
+            missing.push(format!("`{k}`"));
+        }
+    }
+    if !missing.is_empty() {
+        let d = ctx
+            .error(key.span, format!("`bisect` needs {}", missing.join(", ")))
+            .with_help(EXAMPLE);
+        ctx.push(d);
+        return None;
+    }
+    let var = ctx.string(f.get("var")?, "var")?;
+    let low = ctx.int(f.get("low")?, "low");
+    let high = ctx.int(f.get("high")?, "high");
+    let (low, high) = (i64::from(low?), i64::from(high?));
+    if low > high {
+        let d = ctx.error(f.get("high")?.span, "`high` is below `low`");
+        ctx.push(d);
+        return None;
+    }
+    let text = |ctx: &mut Ctx, name: &str| ctx.template(f.get(name)?, 0);
+    let expect = |ctx: &mut Ctx, name: &str| {
+        Some(Expect {
+            conn: conn.clone(),
+            matcher: Matcher::Exact(text(ctx, name)?),
+            within: None,
+            subset: false,
+            at: None,
+        })
+    };
+    let send = text(ctx, "send").map(|t| Send {
+        conn: conn.clone(),
+        payload: Payload::Line(t),
+        split: Vec::new(),
+        pause: Duration::ZERO,
+    });
+    let (found, higher, lower) = (
+        expect(ctx, "found"),
+        expect(ctx, "higher"),
+        expect(ctx, "lower"),
+    );
+    Some(StepKind::Bisect(Box::new(Bisect {
+        conn: conn.clone(),
+        var,
+        low,
+        high,
+        send: send?,
+        found: found?,
+        higher: higher?,
+        lower: lower?,
+    })))
 }
 
 /// `any_order:` a list of expectations whose messages may arrive in any order.

@@ -49,6 +49,7 @@ pub const FUNCTIONS: &[(&str, usize, usize)] = &[
     ("lower", 1, 1),
     ("upper", 1, 1),
     ("uuid", 1, 2),
+    ("sha256", 1, 1),
 ];
 
 /// Variables as bytes: what templates are expanded against.
@@ -530,6 +531,10 @@ fn call(name: &str, args: &[Vec<u8>], env: &Env) -> Result<Vec<u8>, TemplateErro
         "lower" => a.to_ascii_lowercase(),
         "upper" => a.to_ascii_uppercase(),
         "uuid" => uuid_from(args).into_bytes(),
+        "sha256" => {
+            use sha2::{Digest, Sha256};
+            hex::encode(Sha256::digest(a)).into_bytes()
+        }
         _ => {
             return Err(TemplateErrorKind::UnknownFunction {
                 name: name.to_owned(),
@@ -695,21 +700,38 @@ pub fn check_vars(scenario: &Scenario, known: &BTreeSet<String>) -> Vec<Diagnost
     defined.extend(scenario.vars.keys().cloned());
     defined.extend(BUILTIN_VARS.iter().map(|v| (*v).to_owned()));
     let mut diags = Vec::new();
-    let flat = scenario.steps.iter().flat_map(|step| match &step.kind {
-        StepKind::AnyOrder(inner) => inner.iter().collect::<Vec<_>>(),
-        _ => vec![step],
-    });
-    for step in flat {
-        let (template, is_regex) = match &step.kind {
-            StepKind::Send(s) => match &s.payload {
-                Payload::Line(t) | Payload::Bytes(t) | Payload::Hex(t) => (t, false),
-            },
-            StepKind::Expect(e) => match &e.matcher {
-                Matcher::Regex(t) => (t, true),
-                Matcher::Exact(t) | Matcher::Bytes(t) | Matcher::Hex(t) => (t, false),
-            },
-            _ => continue,
-        };
+    let matcher = |m: &'_ Matcher| match m {
+        Matcher::Regex(t) => (t.clone(), true),
+        Matcher::Exact(t) | Matcher::Bytes(t) | Matcher::Hex(t) => (t.clone(), false),
+    };
+    let payload = |p: &'_ Payload| match p {
+        Payload::Line(t) | Payload::Bytes(t) | Payload::Hex(t) => (t.clone(), false),
+    };
+    let mut templates = Vec::new();
+    for step in &scenario.steps {
+        match &step.kind {
+            StepKind::Send(s) => templates.push(payload(&s.payload)),
+            StepKind::Expect(e) => templates.push(matcher(&e.matcher)),
+            StepKind::AnyOrder(inner) => {
+                for s in inner {
+                    if let StepKind::Expect(e) = &s.kind {
+                        templates.push(matcher(&e.matcher));
+                    }
+                }
+            }
+            StepKind::Connect { port: Some(t), .. } => templates.push((t.clone(), false)),
+            StepKind::Bisect(b) => {
+                defined.insert(b.var.clone());
+                templates.push(payload(&b.send.payload));
+                for e in [&b.found, &b.higher, &b.lower] {
+                    templates.push(matcher(&e.matcher));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (template, is_regex) in &templates {
+        let (template, is_regex) = (template, *is_regex);
         for (name, span) in template.variables() {
             if !defined.contains(name) {
                 let err = TemplateError::new(

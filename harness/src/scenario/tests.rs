@@ -237,7 +237,7 @@ fn other_step_forms_and_the_current_connection() {
     );
     let kinds: Vec<String> = s.iter().map(|s| format!("{:?}", s.kind)).collect();
     let expected = [
-        r#"Connect { conn: "A" }"#,
+        r#"Connect { conn: "A", port: None }"#,
         r#"ExpectClose { conn: "A", within: None }"#,
         r#"ExpectClose { conn: "A", within: None }"#,
         r#"ExpectClose { conn: "B", within: None }"#,
@@ -247,7 +247,7 @@ fn other_step_forms_and_the_current_connection() {
         "Sleep(60s)",
         r#"Close { conn: "E" }"#,
         r#"Close { conn: "F" }"#,
-        r#"Connect { conn: "F" }"#,
+        r#"Connect { conn: "F", port: None }"#,
     ];
     assert_eq!(kinds[..11], expected);
     assert!(matches!(&s[12].kind, StepKind::Close { conn } if conn == "C"));
@@ -632,4 +632,75 @@ steps:
     let diags = template::check_vars(&s, &BTreeSet::new());
     assert_eq!(diags.len(), 1, "{diags:?}");
     assert!(diags[0].message.contains("nope"), "{}", diags[0].message);
+}
+
+#[test]
+fn profiles_skip_and_xfail_scenarios_by_id_glob() {
+    assert!(glob_match("chat/*", "chat/login/ok"));
+    assert!(glob_match("*/joined", "chat/login/joined"));
+    assert!(glob_match("chat/*/ok", "chat/login/ok"));
+    assert!(glob_match("exact", "exact"));
+    assert!(!glob_match("exact", "exact2"));
+    assert!(!glob_match("chat/*/ok", "chat/login/okay"));
+    assert!(glob_match("a*b*c", "abc"));
+    assert!(!glob_match("a*b*c", "acb"));
+
+    let p = parse_profile(
+        Path::new("scenarios/chat/teachers-1.5.profile.yaml"),
+        "skip: { 'chat/level3/*': no files }\nxfail: { chat/level1/joined: never sends JOINED }\n",
+    )
+    .unwrap();
+    let s = parse("id: chat/level1/joined\nsteps:\n  - sleep: 1ms\n");
+    let applied = p.apply(&s);
+    assert_eq!(
+        applied.xfail.as_deref(),
+        Some("never sends JOINED (profile teachers-1.5)")
+    );
+    assert!(applied.skip.is_none());
+    let s = parse("id: chat/level3/transfer\nsteps:\n  - sleep: 1ms\n");
+    assert_eq!(
+        p.apply(&s).skip.as_deref(),
+        Some("no files (profile teachers-1.5)")
+    );
+}
+
+#[test]
+fn connect_and_bisect_forms_and_errors() {
+    let s = steps(
+        r#"  - connect: { conn: D1, port: "+1" }
+  - bisect:
+      conn: C1
+      var: n
+      low: 1
+      high: 50
+      send: 'GUESS {"number":{{n}}}'
+      found: 'RESP {"result":"Correct"}'
+      higher: 'RESP {"code":7005}'
+      lower: 'RESP {"code":7006}'
+"#,
+    );
+    assert!(
+        matches!(&s[0].kind, StepKind::Connect { conn, port: Some(t) } if conn == "D1" && lit(t) == "+1")
+    );
+    let StepKind::Bisect(b) = &s[1].kind else {
+        panic!()
+    };
+    assert_eq!(
+        (b.conn.as_str(), b.var.as_str(), b.low, b.high),
+        ("C1", "n", 1, 50)
+    );
+    assert!(
+        matches!(&b.found.matcher, Matcher::Exact(t) if lit(t) == r#"RESP {"result":"Correct"}"#)
+    );
+
+    let out = errors(
+        "id: chat/a
+steps:
+  - bisect: { var: n, low: 9, high: 1, send: x, found: a, higher: b, lower: c }
+  - bisect: { var: n, send: x }
+  - bisect: nope
+  - connect: { conn: D, prot: 1 }
+",
+    );
+    snapshot("connect_and_bisect_errors", &out);
 }

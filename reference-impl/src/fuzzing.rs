@@ -108,6 +108,140 @@ pub fn kv_reply_decoder(data: &[u8]) {
     }
 }
 
+/// Feeds the stream to a chat [`LineDecoder`](crate::chat::codec::LineDecoder) (byte 1 is
+/// the line limit, 0 for the default 1024), draining it after every read, and decodes every
+/// line as a client and as a server message, in both check orders.
+///
+/// Checks that every line is within the limit and holds no line end, that errors point at a
+/// byte already fed and never before an earlier error, that a drained decoder holds at most
+/// the limit, that a line decodes in one check order if and only if it decodes in the other
+/// (to the same message), and that every message decoded encodes to a single line that
+/// decodes back to it. Data-channel hellos get the same round trip.
+pub fn chat_line_decoder(data: &[u8]) {
+    use crate::chat::codec::{DataHello, LineDecoder, MAX_LINE};
+
+    let Some(input) = FuzzInput::parse(data) else {
+        return;
+    };
+    let limit = input.limit.unwrap_or(MAX_LINE);
+    let mut decoder = LineDecoder::with_max_line(limit);
+    let mut fed = 0u64;
+    let mut last_error = 0u64;
+    for read in &input.reads {
+        decoder.feed(read);
+        fed += read.len() as u64;
+        let buffered = decoder.buffered();
+        let mut results = 0;
+        loop {
+            match decoder.next_line() {
+                Ok(None) => break,
+                Ok(Some(line)) => {
+                    assert!(line.len() <= limit, "a line of {} bytes", line.len());
+                    assert!(
+                        !line.contains(&b'\n') && !line.contains(&b'\r'),
+                        "a line end inside {line:?}"
+                    );
+                    check_chat_line(&line);
+                    if let Ok(hello) = DataHello::parse(&line) {
+                        let mut out = Vec::new();
+                        hello.encode(&mut out);
+                        assert_eq!(out.pop(), Some(b'\n'));
+                        assert_eq!(DataHello::parse(&out), Ok(hello));
+                    }
+                }
+                Err(e) => {
+                    let offset = e.offset();
+                    assert!(offset < fed, "{e}: past the {fed} bytes fed");
+                    assert!(
+                        offset >= last_error,
+                        "{e}: before the error at {last_error}"
+                    );
+                    last_error = offset;
+                }
+            }
+            results += 1;
+            assert!(
+                results <= 2 * buffered + 2,
+                "the decoder returns results without consuming input"
+            );
+        }
+        assert!(
+            decoder.buffered() <= limit,
+            "a drained decoder holds {} bytes, over the limit {limit}",
+            decoder.buffered()
+        );
+    }
+}
+
+/// One line through both directions and both check orders, and every message decoded
+/// through an encode-decode round trip.
+fn check_chat_line(line: &[u8]) {
+    use crate::chat::codec::{CheckOrder, Dialect, HeaderMap, LineDecoder};
+
+    let dialects = [CheckOrder::HeaderFirst, CheckOrder::JsonFirst].map(|check_order| Dialect {
+        headers: HeaderMap::default(),
+        check_order,
+    });
+    // The line a message encodes to: exactly one line, ended by its only line end.
+    let one_line = |mut bytes: Vec<u8>| {
+        assert_eq!(
+            bytes.pop(),
+            Some(b'\n'),
+            "{bytes:?} does not end in a line feed"
+        );
+        let mut decoder = LineDecoder::with_max_line(bytes.len().max(1));
+        decoder.feed(&bytes);
+        decoder.feed(b"\n");
+        let decoded = decoder.next_line();
+        assert_eq!(
+            decoded,
+            Ok(Some(bytes.clone())),
+            "{bytes:?} is not one line"
+        );
+        bytes
+    };
+    let client = dialects.clone().map(|d| d.decode_client(line));
+    assert_eq!(
+        client[0].is_ok(),
+        client[1].is_ok(),
+        "{line:?}: the check order changes more than the error"
+    );
+    if let (Ok(a), Ok(b)) = (&client[0], &client[1]) {
+        assert_eq!(a, b, "{line:?}: the check order changes the message");
+    }
+    let server = dialects.clone().map(|d| d.decode_server(line));
+    assert_eq!(
+        server[0].is_ok(),
+        server[1].is_ok(),
+        "{line:?}: the check order changes more than the error"
+    );
+    if let (Ok(a), Ok(b)) = (&server[0], &server[1]) {
+        assert_eq!(a, b, "{line:?}: the check order changes the message");
+    }
+    for dialect in &dialects {
+        if let Ok(message) = dialect.decode_client(line) {
+            let mut out = Vec::new();
+            dialect.encode_client(&message, &mut out);
+            let again = one_line(out);
+            assert_eq!(
+                dialect.decode_client(&again).as_ref(),
+                Ok(&message),
+                "{line:?} -> {message:?} does not survive a round trip"
+            );
+        }
+        if let Ok(message) = dialect.decode_server(line) {
+            let mut out = Vec::new();
+            dialect.encode_server(&message, &mut out);
+            let again = one_line(out);
+            assert_eq!(
+                dialect.decode_server(&again).as_ref(),
+                Ok(&message),
+                "{line:?} -> {message:?} does not survive a round trip"
+            );
+        }
+    }
+}
+
 /// The header and the stream, cut into reads.
 struct FuzzInput<'a> {
     limit: Option<usize>,
@@ -329,6 +463,122 @@ mod tests {
     #[test]
     fn kv_reply_corpus_and_regressions() {
         replay("kv_reply", kv_reply_decoder);
+    }
+
+    #[test]
+    fn a_chat_session_passes_in_any_cutting() {
+        let session = concat!(
+            "LOGIN {\"username\":\"alice\"}\r\nBROADCAST_REQ {\"message\":\"h\\u00e9\\n\"}\r",
+            "PONG\nMSG This is an invalid message\nFOO {}\nLOGIN {\"}\n",
+            "GUESS_NUMBER_REQ {\"number\":\"42\"}\nGUESS_NUMBER_REQ {\"number\":[1.5]}\n",
+            "LOGIN_RESP {\"status\":\"ERROR\",\"code\":\"5001\"}\nDSCN\nUPLOAD 1234\n",
+            "GAME_RESULTS {\"status\":\"OK\",\"results\":[{\"username\":\"a\",\"time_ms\":5}]}\n",
+        );
+        for chunking in [1, 7, 255] {
+            for limit in [0, 16] {
+                let mut data = vec![chunking, limit];
+                data.extend_from_slice(session.as_bytes());
+                chat_line_decoder(&data);
+            }
+        }
+        chat_line_decoder(b"\x00\x00\x05PING\r\x01\n\x03BYE");
+    }
+
+    mod chat_props {
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        use super::super::chat_line_decoder;
+        use crate::chat::codec::Header;
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                (-1e30f64..1e30).prop_map(Value::from),
+                "[0-9]{0,22}".prop_map(Value::String),
+                any::<String>().prop_map(Value::String),
+                prop_oneof![Just("OK"), Just("ERROR"), Just("Ok"), Just("REJECTED")]
+                    .prop_map(|s| Value::String(s.to_owned())),
+            ];
+            let key = prop_oneof![
+                Just("username"),
+                Just("message"),
+                Just("receiver"),
+                Just("sender"),
+                Just("status"),
+                Just("code"),
+                Just("number"),
+                Just("size"),
+                Just("checksum"),
+                Just("transferId"),
+                Just("users"),
+                Just("results"),
+                Just("time_ms"),
+                Just("reason"),
+                Just("msg"),
+                Just("result"),
+                Just("publicKey"),
+                Just("sessionKey"),
+                Just("filename"),
+            ];
+            leaf.prop_recursive(3, 16, 4, move |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    proptest::collection::vec((key.clone(), inner), 0..6).prop_map(|fields| {
+                        Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                    }),
+                ]
+            })
+        }
+
+        fn header() -> impl Strategy<Value = &'static str> {
+            proptest::sample::select(
+                Header::ALL
+                    .iter()
+                    .map(|h| h.name())
+                    .chain(["FOO", "", "LOGIN REQ"])
+                    .collect::<Vec<_>>(),
+            )
+        }
+
+        fn body() -> impl Strategy<Value = String> {
+            prop_oneof![
+                json_value().prop_map(|v| format!(" {v}")),
+                json_value().prop_map(|v| format!(" {v:#}")),
+                Just(String::new()),
+                "[ -~]{0,12}",
+            ]
+        }
+
+        proptest! {
+            // Lines built from the protocol's headers and field names, with any JSON or junk
+            // as the body, in any cutting: what the fuzz target checks, on stable Rust.
+            #[test]
+            fn chat_lines_of_headers_and_json(
+                lines in proptest::collection::vec(
+                    (header(), body(), prop_oneof![Just("\n"), Just("\r\n"), Just("\r")]),
+                    1..8,
+                ),
+                chunking in 1u8..40,
+                limit in prop_oneof![Just(0u8), 8u8..255],
+            ) {
+                let mut data = vec![chunking, limit];
+                for (header, body, end) in &lines {
+                    data.extend_from_slice(header.as_bytes());
+                    data.extend_from_slice(body.replace(['\n', '\r'], " ").as_bytes());
+                    data.extend_from_slice(end.as_bytes());
+                }
+                chat_line_decoder(&data);
+            }
+
+            #[test]
+            fn chat_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+                chat_line_decoder(&data);
+            }
+        }
     }
 
     #[test]

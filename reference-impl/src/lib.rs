@@ -2,6 +2,7 @@
 //! clients. Servers are libraries first; the `reference` binary only parses flags.
 #![forbid(unsafe_code)]
 
+pub mod chat;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod kv;

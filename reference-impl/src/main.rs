@@ -42,6 +42,8 @@ struct Cli {
 enum Command {
     KvServer(KvServerArgs),
     KvClient(KvClientArgs),
+    ChatServer(reference_impl::chat::server_cli::ChatServerArgs),
+    ChatClient(reference_impl::chat::client::ChatClientArgs),
 }
 
 /// Message framing.
@@ -262,6 +264,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::KvServer(args) => kv_server(args).await,
             Command::KvClient(args) => kv_client(args).await,
+            Command::ChatServer(args) => Ok(reference_impl::chat::server_cli::run(args).await),
+            Command::ChatClient(args) => Ok(reference_impl::chat::client::run(args).await),
         }
     });
     match result {

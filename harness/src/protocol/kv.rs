@@ -75,6 +75,7 @@ pub async fn start_with(
         addr: running.addr(),
         certificate: Some(cert.cert_der),
         description: format!("built-in kv reference server (dialect {dialect})"),
+        vars: BTreeMap::new(),
         stop: Stopper::Kv(running),
     })
 }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use rustls_pki_types::CertificateDer;
 
+pub mod chat;
 pub mod kv;
 
 /// What the runner needs to know about a protocol.
@@ -27,7 +28,7 @@ pub struct Protocol {
 }
 
 /// Every protocol the harness speaks.
-pub const PROTOCOLS: &[&Protocol] = &[&kv::PROTOCOL];
+pub const PROTOCOLS: &[&Protocol] = &[&kv::PROTOCOL, &chat::PROTOCOL];
 
 /// Looks a protocol up by name.
 pub fn find(name: &str) -> Option<&'static Protocol> {
@@ -67,12 +68,16 @@ pub struct ReferenceServer {
     pub certificate: Option<CertificateDer<'static>>,
     /// One line describing the server, for reports.
     pub description: String,
+    /// Variables the scenarios need to reach this server beyond its address (e.g. the port
+    /// of a second channel); they take precedence over the suite's own.
+    pub vars: BTreeMap<String, String>,
     stop: Stopper,
 }
 
 #[derive(Debug)]
 enum Stopper {
     Kv(reference_impl::kv::server::RunningServer),
+    Chat(reference_impl::chat::server::RunningServer),
 }
 
 impl ReferenceServer {
@@ -80,6 +85,7 @@ impl ReferenceServer {
     pub async fn stop(self) {
         match self.stop {
             Stopper::Kv(server) => server.shutdown().await,
+            Stopper::Chat(server) => server.shutdown().await,
         }
     }
 }
@@ -105,6 +111,7 @@ pub async fn start_reference(
     }
     match protocol.name {
         "kv" => kv::start(settings).await,
+        "chat" => chat::start(settings).await,
         other => Err(ReferenceError::Start {
             protocol: other.to_owned(),
             reason: "no reference server for this protocol".into(),

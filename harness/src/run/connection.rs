@@ -16,8 +16,10 @@ use tokio::time::Instant;
 use super::framing::{Frame, LineFramer, TooLong};
 use crate::transport::BoxStream;
 
-/// Events waiting in a connection's queue.
-const QUEUE: usize = 256;
+/// Events waiting in a connection's queue. A connection no step reads for a while (in a
+/// chat suite, a client that hears every other scenario's broadcasts) must not fill it, or
+/// its reader stops and its PINGs go unanswered.
+const QUEUE: usize = 4096;
 /// Size of one read from the socket.
 const READ_BUF: usize = 16 * 1024;
 /// How many bytes of an unfinished message a report shows.
@@ -77,17 +79,72 @@ pub enum Incoming {
     Closed(CloseKind, Instant),
 }
 
+/// A message a responder answered at once, and how the reply went (`Err`: why it could not
+/// be written). Steps never see these; the transcript does.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    pub frame: Frame,
+    pub at: Instant,
+    pub reply: Vec<u8>,
+    pub written: Result<(), String>,
+}
+
+/// What the reader task queues.
+#[derive(Debug)]
+enum Queued {
+    Event(Incoming),
+    Answered(Answered),
+}
+
+/// A background rule with a reply, ready for the reader task: every message it matches is
+/// answered the moment it arrives, whatever the steps are doing.
+#[derive(Debug, Clone)]
+pub struct Responder {
+    pub on: ResponderMatch,
+    /// The reply, line end included.
+    pub reply: Vec<u8>,
+}
+
+/// How a responder recognises its message.
+#[derive(Debug, Clone)]
+pub enum ResponderMatch {
+    /// Exactly these bytes.
+    Bytes(Vec<u8>),
+    /// `HEADER <json>` compared as JSON.
+    Json(String),
+    /// A whole-message regular expression.
+    Regex(regex::bytes::Regex),
+}
+
+impl ResponderMatch {
+    fn matches(&self, data: &[u8]) -> bool {
+        match self {
+            ResponderMatch::Bytes(b) => b == data,
+            ResponderMatch::Json(expected) => std::str::from_utf8(data)
+                .is_ok_and(|a| super::json_match::match_message(expected, a, false).is_ok()),
+            ResponderMatch::Regex(re) => re.is_match(data),
+        }
+    }
+}
+
+type SharedWriter = Arc<tokio::sync::Mutex<WriteHalf<BoxStream>>>;
+
+/// Longest a responder waits to write its reply.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// An open connection.
 pub struct Connection {
-    writer: WriteHalf<BoxStream>,
-    rx: mpsc::Receiver<Incoming>,
+    writer: SharedWriter,
+    rx: mpsc::Receiver<Queued>,
     partial: SharedPartial,
     reader: JoinHandle<()>,
     /// Set once the reader has reported the end of the stream.
     pub(crate) closed: Option<CloseKind>,
-    /// When the last message arrived (when the connection opened, before any): what `at:`
-    /// timings count from.
+    /// When the last message a step expected arrived (when the connection opened, before
+    /// any): what `at:` timings count from. Messages background rules handle do not count.
     pub(crate) last_message_at: Instant,
+    /// Messages responders answered, not yet put in the transcript.
+    pub(crate) answered: Vec<Answered>,
 }
 
 /// Why `recv` returned without an event.
@@ -102,11 +159,27 @@ pub enum RecvError {
 impl Connection {
     /// Starts the reader task. `quiet` is how long an unterminated line may wait before it
     /// counts as a message; `recv_limit` bounds a single message.
-    pub fn start(stream: BoxStream, quiet: Duration, recv_limit: usize) -> Self {
+    pub fn start(
+        stream: BoxStream,
+        quiet: Duration,
+        recv_limit: usize,
+        responders: Arc<[Responder]>,
+    ) -> Self {
         let (reader, writer) = tokio::io::split(stream);
+        let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(writer));
         let (tx, rx) = mpsc::channel(QUEUE);
         let partial = SharedPartial::default();
-        let reader = tokio::spawn(read_loop(reader, tx, quiet, recv_limit, partial.clone()));
+        let reader = tokio::spawn(read_loop(
+            reader,
+            Delivery {
+                tx,
+                writer: writer.clone(),
+                responders,
+            },
+            quiet,
+            recv_limit,
+            partial.clone(),
+        ));
         Self {
             writer,
             rx,
@@ -114,13 +187,26 @@ impl Connection {
             reader,
             closed: None,
             last_message_at: Instant::now(),
+            answered: Vec::new(),
         }
     }
 
     /// Writes the bytes as one write and flushes.
     pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.writer.write_all(bytes).await?;
-        self.writer.flush().await
+        let mut writer = self.writer.lock().await;
+        writer.write_all(bytes).await?;
+        writer.flush().await
+    }
+
+    /// Takes the answered messages still waiting in the queue, and those `recv` set aside;
+    /// anything else queued is dropped. For the end of a scenario.
+    pub fn drain_answered(&mut self) -> Vec<Answered> {
+        while let Ok(queued) = self.rx.try_recv() {
+            if let Queued::Answered(a) = queued {
+                self.answered.push(a);
+            }
+        }
+        std::mem::take(&mut self.answered)
     }
 
     /// The next event, waiting until `deadline`.
@@ -128,7 +214,16 @@ impl Connection {
         if let Some(kind) = &self.closed {
             return Err(RecvError::AlreadyClosed(kind.clone()));
         }
-        match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+        let next = async {
+            loop {
+                match self.rx.recv().await {
+                    Some(Queued::Answered(a)) => self.answered.push(a),
+                    Some(Queued::Event(event)) => return Some(event),
+                    None => return None,
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, next).await {
             Err(_) => Err(RecvError::Timeout),
             Ok(Some(event)) => {
                 match &event {
@@ -138,7 +233,7 @@ impl Connection {
                             "stopped reading after a message over the receive limit".into(),
                         ));
                     }
-                    Incoming::Message(_, at) => self.last_message_at = *at,
+                    Incoming::Message(..) => {}
                 }
                 Ok(event)
             }
@@ -161,7 +256,8 @@ impl Connection {
 
     /// Closes our side: TLS close_notify (for TLS), then FIN. Bounded by `timeout`.
     pub async fn shutdown(&mut self, timeout: Duration) {
-        let _ = tokio::time::timeout(timeout, self.writer.shutdown()).await;
+        let _ = tokio::time::timeout(timeout, async { self.writer.lock().await.shutdown().await })
+            .await;
     }
 }
 
@@ -179,9 +275,51 @@ impl Drop for Connection {
     }
 }
 
+/// Where the reader task puts what it reads.
+struct Delivery {
+    tx: mpsc::Sender<Queued>,
+    writer: SharedWriter,
+    responders: Arc<[Responder]>,
+}
+
+impl Delivery {
+    /// Queues a message, answering it first if a responder wants it. `false` once the
+    /// connection is gone from the runner's side.
+    async fn message(&self, frame: Frame) -> bool {
+        let at = Instant::now();
+        let Some(responder) = self.responders.iter().find(|r| r.on.matches(&frame.data)) else {
+            return self.send(Incoming::Message(frame, at)).await;
+        };
+        let reply = responder.reply.clone();
+        let write = async {
+            let mut writer = self.writer.lock().await;
+            writer.write_all(&reply).await?;
+            writer.flush().await
+        };
+        let written = match tokio::time::timeout(REPLY_TIMEOUT, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the target is not reading".to_owned()),
+        };
+        self.tx
+            .send(Queued::Answered(Answered {
+                frame,
+                at,
+                reply,
+                written,
+            }))
+            .await
+            .is_ok()
+    }
+
+    async fn send(&self, event: Incoming) -> bool {
+        self.tx.send(Queued::Event(event)).await.is_ok()
+    }
+}
+
 async fn read_loop(
     mut reader: ReadHalf<BoxStream>,
-    tx: mpsc::Sender<Incoming>,
+    tx: Delivery,
     quiet: Duration,
     recv_limit: usize,
     partial: SharedPartial,
@@ -197,10 +335,7 @@ async fn read_loop(
                     // The peer went quiet in the middle of a line: that is a message too.
                     set_partial(&partial, &[]);
                     if let Some(frame) = framer.take_partial()
-                        && tx
-                            .send(Incoming::Message(frame, Instant::now()))
-                            .await
-                            .is_err()
+                        && !tx.message(frame).await
                     {
                         return;
                     }
@@ -216,16 +351,12 @@ async fn read_loop(
                 let pushed = framer.push(&buf[..n], &mut frames);
                 set_partial(&partial, framer.partial());
                 for frame in frames.drain(..) {
-                    if tx
-                        .send(Incoming::Message(frame, Instant::now()))
-                        .await
-                        .is_err()
-                    {
+                    if !tx.message(frame).await {
                         return;
                     }
                 }
                 if let Err(too_long) = pushed {
-                    let _ = tx.send(Incoming::TooLong(too_long, Instant::now())).await;
+                    tx.send(Incoming::TooLong(too_long, Instant::now())).await;
                     return;
                 }
                 continue;
@@ -234,14 +365,11 @@ async fn read_loop(
         };
         set_partial(&partial, &[]);
         if let Some(frame) = framer.take_partial()
-            && tx
-                .send(Incoming::Message(frame, Instant::now()))
-                .await
-                .is_err()
+            && !tx.message(frame).await
         {
             return;
         }
-        let _ = tx.send(Incoming::Closed(end, Instant::now())).await;
+        tx.send(Incoming::Closed(end, Instant::now())).await;
         return;
     }
 }

@@ -2,21 +2,27 @@
 //! order, and turns the first step that does not hold into a [`Failure`] pointing at it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::connection::{CloseKind, Connection, Incoming, Partial, RecvError};
+use super::connection::{
+    Answered, CloseKind, Connection, Incoming, Partial, RecvError, Responder, ResponderMatch,
+};
 use super::framing::Frame;
 use super::json_match;
 use super::outcome::{Failure, Outcome, ScenarioResult};
-use super::transcript::{Data, EntryKind, Transcript, show_bytes};
+use super::transcript::{Data, EntryKind, Transcript, abbreviate, show_bytes};
 use crate::scenario::model::{
     Bisect, Expect, Matcher, Payload, Scenario, Send, Span, Step, StepKind, Template,
 };
 use crate::scenario::step::OTHERS;
 use crate::scenario::template::{self, Env};
 use crate::transport::{self, Transport};
+
+/// Compiled regular expressions a scenario keeps (patterns with templates can vary).
+const MAX_CACHED_REGEXES: usize = 256;
 
 /// How long `close:` waits for the target to close its side after we closed ours.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -152,6 +158,10 @@ struct Exec<'a> {
     timeout: Duration,
     /// The connection of the latest send: who `others` leaves out.
     last_sender: Option<String>,
+    /// The background rules with replies, once expanded.
+    responders: Option<Arc<[Responder]>>,
+    /// Compiled regular expressions by pattern.
+    regexes: std::cell::RefCell<std::collections::HashMap<String, regex::bytes::Regex>>,
 }
 
 impl<'a> Exec<'a> {
@@ -188,6 +198,8 @@ impl<'a> Exec<'a> {
             require_line_end,
             timeout: settings.timeout.unwrap_or(scenario.timeout),
             last_sender: None,
+            responders: None,
+            regexes: Default::default(),
         }
     }
 
@@ -278,7 +290,8 @@ impl<'a> Exec<'a> {
                         transport: s.transport.name().to_owned(),
                     },
                 );
-                let conn = Connection::start(stream, self.scenario.quiet, s.recv_limit);
+                let responders = self.responders()?;
+                let conn = Connection::start(stream, self.scenario.quiet, s.recv_limit, responders);
                 self.conns.insert(name.to_owned(), conn);
                 Ok(())
             }
@@ -454,6 +467,9 @@ impl<'a> Exec<'a> {
             };
             match self.check(&expect.matcher, &frame, wanted, expect.subset) {
                 Ok(()) => {
+                    if let Some(conn) = self.conns.get_mut(name) {
+                        conn.last_message_at = arrived;
+                    }
                     if let Some((since, at)) = earliest {
                         let after = arrived.saturating_duration_since(since);
                         if after + at.tolerance < at.after {
@@ -572,7 +588,7 @@ impl<'a> Exec<'a> {
                         .join(", ")
                 )
             };
-            let (frame, _) = self
+            let (frame, arrived) = self
                 .next_message(&name, start + within, within, &wanted)
                 .await
                 .map_err(|e| e.span(first_span))?;
@@ -594,6 +610,9 @@ impl<'a> Exec<'a> {
             match matched {
                 Some(i) => {
                     open.remove(i);
+                    if let Some(conn) = self.conns.get_mut(&name) {
+                        conn.last_message_at = arrived;
+                    }
                 }
                 None if self.background(&name, &frame).await? => {}
                 None => {
@@ -613,6 +632,89 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
+    /// The background rules with a reply, for the connections' reader tasks: expanded once
+    /// per scenario.
+    fn responders(&mut self) -> Result<Arc<[Responder]>, StepError> {
+        if let Some(r) = &self.responders {
+            return Ok(r.clone());
+        }
+        let mut out = Vec::new();
+        for rule in &self.scenario.background {
+            let Some(reply) = &rule.reply else { continue };
+            let fail = |e: StepError| {
+                let mut e = e;
+                e.failure.message = format!("in a background rule: {}", e.failure.message);
+                e.failure.span = None;
+                e
+            };
+            let on = match &rule.on {
+                Matcher::Exact(t) => {
+                    let expected = self.renamed(self.expand(t).map_err(fail)?);
+                    match String::from_utf8(expected) {
+                        Ok(text)
+                            if self.settings.json_bodies && json_match::has_json_body(&text) =>
+                        {
+                            ResponderMatch::Json(text)
+                        }
+                        Ok(text) => ResponderMatch::Bytes(text.into_bytes()),
+                        Err(e) => ResponderMatch::Bytes(e.into_bytes()),
+                    }
+                }
+                Matcher::Regex(t) => {
+                    let pattern = template::eval_regex(t, &self.env)
+                        .map_err(|e| fail(template_error(t, &e)))?;
+                    ResponderMatch::Regex(self.regex(&pattern).map_err(|e| {
+                        fail(StepError::new(
+                            Outcome::Error,
+                            format!("invalid regular expression: {e}"),
+                        ))
+                    })?)
+                }
+                Matcher::Bytes(t) => ResponderMatch::Bytes(self.expand(t).map_err(fail)?),
+                Matcher::Hex(t) => ResponderMatch::Bytes(
+                    decode_hex(&self.expand(t).map_err(fail)?, t).map_err(fail)?,
+                ),
+            };
+            let mut reply = self.renamed(self.expand(reply).map_err(fail)?);
+            reply.extend_from_slice(&self.line_end);
+            out.push(Responder { on, reply });
+        }
+        let responders: Arc<[Responder]> = out.into();
+        self.responders = Some(responders.clone());
+        Ok(responders)
+    }
+
+    /// Puts the messages responders answered on `name` into the transcript.
+    fn record_answered(&mut self, name: &str) {
+        let Some(conn) = self.conns.get_mut(name) else {
+            return;
+        };
+        let answered = std::mem::take(&mut conn.answered);
+        self.record(name, answered);
+    }
+
+    fn record(&mut self, name: &str, answered: Vec<Answered>) {
+        for a in answered {
+            let at = self.at(a.at);
+            self.transcript.push_background(
+                at,
+                name,
+                EntryKind::Received {
+                    data: Data::new(&a.frame.data),
+                    terminated: a.frame.terminated,
+                },
+            );
+            let kind = match a.written {
+                Ok(()) => EntryKind::Sent {
+                    data: Data::new(&a.reply),
+                    writes: 1,
+                },
+                Err(reason) => EntryKind::SendFailed { reason },
+            };
+            self.transcript.push_background(at, name, kind);
+        }
+    }
+
     /// If a background rule handles `frame` (received on `name`), sends its reply and says
     /// so; the message is then no one's concern.
     async fn background(&mut self, name: &str, frame: &Frame) -> Result<bool, StepError> {
@@ -620,6 +722,7 @@ impl<'a> Exec<'a> {
         let Some(rule) = rules.iter().find(|r| self.matches_quietly(&r.on, frame)) else {
             return Ok(false);
         };
+        self.transcript.mark_background(name);
         if let Some(reply) = &rule.reply {
             let mut bytes = self.renamed(self.expand(reply).map_err(|e| e.span(rule.span))?);
             bytes.extend_from_slice(&self.line_end);
@@ -650,6 +753,23 @@ impl<'a> Exec<'a> {
         Ok(true)
     }
 
+    /// The pattern compiled to match whole messages, from a cache: background rules test
+    /// every message that passes, and compiling is far slower than matching.
+    fn regex(&self, pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
+        let mut cache = self.regexes.borrow_mut();
+        if let Some(re) = cache.get(pattern) {
+            return Ok(re.clone());
+        }
+        // Compiled alone first, so that a stray `)` cannot escape the anchoring group.
+        regex::bytes::Regex::new(pattern)?;
+        let re = regex::bytes::Regex::new(&format!(r"\A(?:{pattern})\z"))?;
+        if cache.len() >= MAX_CACHED_REGEXES {
+            cache.clear();
+        }
+        cache.insert(pattern.to_owned(), re.clone());
+        Ok(re)
+    }
+
     /// Whether `m` matches `frame`, without binding variables or reporting anything.
     fn matches_quietly(&self, m: &Matcher, frame: &Frame) -> bool {
         match m {
@@ -671,7 +791,7 @@ impl<'a> Exec<'a> {
             },
             Matcher::Regex(t) => template::eval_regex(t, &self.env)
                 .ok()
-                .and_then(|p| regex::bytes::Regex::new(&format!(r"\A(?:{p})\z")).ok())
+                .and_then(|p| self.regex(&p).ok())
                 .is_some_and(|re| re.is_match(&frame.data)),
             Matcher::Bytes(t) => self.expand(t).is_ok_and(|b| b == frame.data),
             Matcher::Hex(t) => self
@@ -709,6 +829,7 @@ impl<'a> Exec<'a> {
         wanted: &str,
     ) -> Result<(Frame, Instant), StepError> {
         let event = self.conn(name).await?.recv(deadline).await;
+        self.record_answered(name);
         match event {
             Ok(Incoming::Message(frame, arrived)) => {
                 let at = self.at(arrived);
@@ -770,6 +891,10 @@ impl<'a> Exec<'a> {
 
     /// A short description of what a matcher wants, for labels.
     fn describe(&self, m: &Matcher) -> Result<String, StepError> {
+        Ok(abbreviate(&self.describe_whole(m)?, SHOWN))
+    }
+
+    fn describe_whole(&self, m: &Matcher) -> Result<String, StepError> {
         Ok(match m {
             Matcher::Exact(t) => show_bytes(&self.renamed(self.expand(t)?)),
             Matcher::Regex(t) => format!(
@@ -788,12 +913,22 @@ impl<'a> Exec<'a> {
         wanted: &str,
         subset: bool,
     ) -> Result<(), StepError> {
-        let actual = show_bytes(&frame.data);
+        let actual = abbreviate(&show_bytes(&frame.data), SHOWN);
         let mismatch = |label: String| {
             let mut e = StepError::failed("unexpected reply").label(label);
             e.failure.expected = Some(wanted.to_owned());
             e.failure.actual = Some(actual.clone());
             e
+        };
+        // Long messages are shown around their first difference, not whole.
+        let bytes_mismatch = |expected: &[u8]| match first_difference(expected, &frame.data) {
+            Some(window) => {
+                let mut e = StepError::failed("unexpected reply").label(window.label);
+                e.failure.expected = Some(window.expected);
+                e.failure.actual = Some(window.actual);
+                e
+            }
+            None => mismatch(format!("received {actual}")),
         };
         match m {
             Matcher::Exact(t) => {
@@ -815,7 +950,7 @@ impl<'a> Exec<'a> {
                         Err(json_match::Mismatch(why)) => return Err(mismatch(why)),
                     }
                 } else if frame.data != expected {
-                    return Err(mismatch(format!("received {actual}")));
+                    return Err(bytes_mismatch(&expected));
                 }
             }
             Matcher::Bytes(t) | Matcher::Hex(t) => {
@@ -824,19 +959,16 @@ impl<'a> Exec<'a> {
                     _ => self.expand(t)?,
                 };
                 if frame.data != expected {
-                    return Err(mismatch(format!("received {actual}")));
+                    return Err(bytes_mismatch(&expected));
                 }
             }
             Matcher::Regex(t) => {
                 let pattern =
                     template::eval_regex(t, &self.env).map_err(|e| template_error(t, &e))?;
-                // Compiled alone first, so that a stray `)` cannot escape the anchoring group.
-                let re = regex::bytes::Regex::new(&pattern)
-                    .and_then(|_| regex::bytes::Regex::new(&format!(r"\A(?:{pattern})\z")))
-                    .map_err(|e| {
-                        StepError::new(Outcome::Error, format!("invalid regular expression: {e}"))
-                            .span(t.span)
-                    })?;
+                let re = self.regex(&pattern).map_err(|e| {
+                    StepError::new(Outcome::Error, format!("invalid regular expression: {e}"))
+                        .span(t.span)
+                })?;
                 let Some(caps) = re.captures(&frame.data) else {
                     return Err(mismatch(format!("received {actual}")));
                 };
@@ -868,6 +1000,7 @@ impl<'a> Exec<'a> {
                 ));
             };
             let event = conn.recv(deadline).await;
+            self.record_answered(name);
             return match event {
                 Ok(Incoming::Closed(how, at)) => {
                     let at = self.at(at);
@@ -942,7 +1075,9 @@ impl<'a> Exec<'a> {
                 continue;
             }
             while let Some(conn) = self.conns.get_mut(&name) {
-                match conn.recv(deadline).await {
+                let event = conn.recv(deadline).await;
+                self.record_answered(&name);
+                match event {
                     Err(_) => break,
                     Ok(Incoming::Message(frame, at)) => {
                         let at = self.at(at);
@@ -1003,7 +1138,10 @@ impl<'a> Exec<'a> {
         self.transcript.push(at, name, EntryKind::ClosedByUs);
         let deadline = Instant::now() + CLOSE_LINGER.min(self.timeout);
         loop {
-            match conn.recv(deadline).await {
+            let event = conn.recv(deadline).await;
+            let answered = conn.drain_answered();
+            self.record(name, answered);
+            match event {
                 Ok(Incoming::Message(frame, at)) => {
                     let at = self.at(at);
                     self.transcript.push(
@@ -1014,10 +1152,21 @@ impl<'a> Exec<'a> {
                             terminated: frame.terminated,
                         },
                     );
+                    // Traffic the background rules cover is no one's concern here either.
+                    if self
+                        .scenario
+                        .background
+                        .iter()
+                        .any(|r| self.matches_quietly(&r.on, &frame))
+                    {
+                        self.transcript.mark_background(name);
+                    }
                 }
                 Ok(Incoming::Closed(how, at)) => {
                     let at = self.at(at);
-                    self.transcript.push(
+                    // Not a step's expectation: whether it comes within the linger is up to
+                    // the target's timing.
+                    self.transcript.push_background(
                         at,
                         name,
                         EntryKind::ClosedByTarget {
@@ -1034,12 +1183,56 @@ impl<'a> Exec<'a> {
     /// Closes every connection still open, politely and within a bound.
     async fn finish(&mut self) {
         let conns = std::mem::take(&mut self.conns);
-        for (_, mut conn) in conns {
+        for (name, mut conn) in conns {
+            let answered = conn.drain_answered();
+            self.record(&name, answered);
             if conn.closed.is_none() {
                 conn.shutdown(Duration::from_millis(200)).await;
             }
         }
     }
+}
+
+/// Characters of a message a failure shows.
+const SHOWN: usize = 300;
+/// Messages longer than this (in bytes) are shown around their first difference.
+const LONG: usize = 200;
+
+/// Where two long messages part, shown as windows around that byte.
+struct Window {
+    label: String,
+    expected: String,
+    actual: String,
+}
+
+fn first_difference(expected: &[u8], actual: &[u8]) -> Option<Window> {
+    if expected.len() <= LONG && actual.len() <= LONG {
+        return None;
+    }
+    let at = expected
+        .iter()
+        .zip(actual)
+        .position(|(a, b)| a != b)
+        .unwrap_or(expected.len().min(actual.len()));
+    let start = at.saturating_sub(16);
+    let window = |bytes: &[u8]| {
+        let end = (at + 48).min(bytes.len());
+        let part = &bytes[start.min(bytes.len())..end];
+        format!(
+            "bytes {start}..{end} of {}: {}",
+            bytes.len(),
+            show_bytes(part)
+        )
+    };
+    Some(Window {
+        label: format!(
+            "received {} bytes, expected {}; they differ from byte {at} on",
+            actual.len(),
+            expected.len()
+        ),
+        expected: window(expected),
+        actual: window(actual),
+    })
 }
 
 /// A duration as seconds with milliseconds, e.g. `9.512s`.

@@ -255,6 +255,9 @@ async fn prepare(
                 .map(|p| p.reference.clone())
                 .unwrap_or_default();
             let server = protocol::start_reference(protocol, &settings).await?;
+            // What only the running server knows (a second port, say) wins over the
+            // suite's defaults.
+            base_vars.extend(server.vars.clone());
             (server.addr.to_string(), Some(server))
         }
     };

@@ -28,6 +28,9 @@ pub struct Entry {
     pub conn: String,
     #[serde(flatten)]
     pub kind: EntryKind,
+    /// Handled by a background rule (answered or ignored), not by a step.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub background: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -135,6 +138,20 @@ pub fn show_bytes(bytes: &[u8]) -> String {
     }
 }
 
+/// Characters of one message a transcript line shows.
+const LINE_CHARS: usize = 300;
+
+/// A message of a transcript line: `bytes` (the kept bytes, perhaps with the line end put
+/// back) rendered, and cut to [`LINE_CHARS`] saying how long the message was on the wire.
+fn show_data(data: &Data, bytes: &[u8]) -> String {
+    let shown = show_bytes(bytes);
+    if shown.chars().count() <= LINE_CHARS && data.len == data.bytes.len() {
+        return shown;
+    }
+    let kept: String = shown.chars().take(LINE_CHARS).collect();
+    format!("{kept}... ({} bytes in all)", data.len)
+}
+
 /// Shortens a long rendering to `max` characters, saying how much was left out.
 pub fn abbreviate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
@@ -167,7 +184,56 @@ impl Transcript {
             at,
             conn: conn.to_owned(),
             kind,
+            background: false,
         });
+    }
+
+    /// Records an entry that a background rule handled. Such entries are learned of late,
+    /// so each goes in at its time, after the entries that are not later than it; the other
+    /// entries keep their order.
+    pub fn push_background(&mut self, at: Duration, conn: &str, kind: EntryKind) {
+        if self.entries.len() >= MAX_ENTRIES {
+            self.dropped += 1;
+            return;
+        }
+        let position = self
+            .entries
+            .iter()
+            .rposition(|e| e.at <= at)
+            .map_or(0, |i| i + 1);
+        self.entries.insert(
+            position,
+            Entry {
+                at,
+                conn: conn.to_owned(),
+                kind,
+                background: true,
+            },
+        );
+    }
+
+    /// Marks the last message received on `conn` as handled by a background rule.
+    pub fn mark_background(&mut self, conn: &str) {
+        if let Some(e) = self
+            .entries
+            .iter_mut()
+            .rev()
+            .find(|e| e.conn == conn && matches!(e.kind, EntryKind::Received { .. }))
+        {
+            e.background = true;
+        }
+    }
+
+    /// Renders the transcript without the entries background rules handled: what the steps
+    /// did, the same from run to run whatever else the target sent meanwhile.
+    pub fn render_steps(&self, redact: &[(String, String)]) -> String {
+        let entries: Vec<Entry> = self
+            .entries
+            .iter()
+            .filter(|e| !e.background)
+            .cloned()
+            .collect();
+        self.render_entries(&entries, false, redact)
     }
 
     /// Renders the transcript, one line per entry. `with_times` adds the time column
@@ -208,11 +274,7 @@ impl Transcript {
                     let _ = write!(line, "{c}  could not connect: {reason}");
                 }
                 EntryKind::Sent { data, writes } => {
-                    let _ = write!(
-                        line,
-                        "{c} -> S  {}",
-                        abbreviate(&show_bytes(&data.bytes), 300)
-                    );
+                    let _ = write!(line, "{c} -> S  {}", show_data(data, &data.bytes));
                     if *writes > 1 {
                         let _ = write!(line, "  (in {writes} writes)");
                     }
@@ -225,7 +287,7 @@ impl Transcript {
                     if *terminated {
                         bytes.push(b'\n');
                     }
-                    let _ = write!(line, "S -> {c}  {}", abbreviate(&show_bytes(&bytes), 300));
+                    let _ = write!(line, "S -> {c}  {}", show_data(data, &bytes));
                     if !terminated {
                         line.push_str("  (no line end)");
                     }
@@ -243,6 +305,9 @@ impl Transcript {
                 EntryKind::ClosedByUs => {
                     let _ = write!(line, "{c}  closed by the harness");
                 }
+            }
+            if e.background {
+                line.push_str("  (background)");
             }
             for (needle, replacement) in redact {
                 if !needle.is_empty() {

@@ -42,6 +42,7 @@ const SCENARIO_KEYS: &[&str] = &[
     "xfail",
     "skip",
     "background",
+    "lock",
     "steps",
 ];
 const SUITE_KEYS: &[&str] = &[

@@ -69,3 +69,24 @@ pub async fn kv_server(faults: &[Fault], dialect: Dialect) -> ReferenceServer {
         .await
         .unwrap()
 }
+
+/// Starts a chat reference server with some behaviours broken and the spec's timers, except
+/// a 5 s game time limit (as the built-in one).
+pub async fn chat_server(faults: &[reference_impl::chat::fault::Fault]) -> ReferenceServer {
+    let config = reference_impl::chat::server::ServerConfig {
+        faults: faults.iter().copied().collect(),
+        game_time_limit: std::time::Duration::from_secs(5),
+        ..reference_impl::chat::server::ServerConfig::default()
+    };
+    protocol::chat::start_with(config, "test").await.unwrap()
+}
+
+/// Options aimed at a chat server started by the test, with the variables it needs (the
+/// data port).
+pub fn against_chat(server: &ReferenceServer) -> RunOptions {
+    RunOptions {
+        target: Some(server.addr.to_string()),
+        vars: server.vars.clone(),
+        ..RunOptions::default()
+    }
+}

@@ -3,7 +3,8 @@
 //!
 //! The built-in reference server keeps the spec's timers (the suites check them), except the
 //! game's time limit, which the spec leaves open: 5 s here, so that a game nobody solves
-//! ends soon.
+//! ends soon. Its game always hides the same number (37, unless the `secret` setting says
+//! otherwise), so that transcripts come out the same from run to run.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,8 +29,12 @@ pub const PROTOCOL: Protocol = Protocol {
         ("version", "the version WELCOME names, default 1.5"),
         ("rename", "FROM=TO,...: header names on the wire"),
         ("game_time_limit", "how long a game may run, default 5s"),
+        ("secret", "the number every game hides, 1-50, default 37"),
     ],
 };
+
+/// The number the built-in server's games hide.
+const SECRET: u8 = 37;
 
 /// The game's time limit of the built-in server (the spec sets none).
 const GAME_TIME_LIMIT: Duration = Duration::from_secs(5);
@@ -45,8 +50,15 @@ pub(super) async fn start(
     };
     let mut config = ServerConfig {
         game_time_limit: GAME_TIME_LIMIT,
+        secret: Some(SECRET),
         ..ServerConfig::default()
     };
+    if let Some(v) = settings.get("secret") {
+        config.secret = match v.parse::<u8>() {
+            Ok(n) if (1..=50).contains(&n) => Some(n),
+            _ => return Err(bad("secret", v, "expected a number from 1 to 50".into())),
+        };
+    }
     if let Some(v) = settings.get("joined") {
         config.joined = match v.as_str() {
             "true" => true,

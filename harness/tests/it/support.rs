@@ -76,6 +76,7 @@ pub async fn chat_server(faults: &[reference_impl::chat::fault::Fault]) -> Refer
     let config = reference_impl::chat::server::ServerConfig {
         faults: faults.iter().copied().collect(),
         game_time_limit: std::time::Duration::from_secs(5),
+        secret: Some(37),
         ..reference_impl::chat::server::ServerConfig::default()
     };
     protocol::chat::start_with(config, "test").await.unwrap()

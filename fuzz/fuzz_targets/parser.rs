@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| reference_impl::fuzzing::kv_server_decoder(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| reference_impl::fuzzing::line_parsers(data));

@@ -108,6 +108,12 @@ pub fn kv_reply_decoder(data: &[u8]) {
     }
 }
 
+/// Every line codec on the same input: the `parser` fuzz target.
+pub fn line_parsers(data: &[u8]) {
+    kv_server_decoder(data);
+    chat_line_decoder(data);
+}
+
 /// Feeds the stream to a chat [`LineDecoder`](crate::chat::codec::LineDecoder) (byte 1 is
 /// the line limit, 0 for the default 1024), draining it after every read, and decodes every
 /// line as a client and as a server message, in both check orders.
@@ -457,7 +463,7 @@ mod tests {
 
     #[test]
     fn parser_corpus_and_regressions() {
-        replay("parser", kv_server_decoder);
+        replay("parser", line_parsers);
     }
 
     #[test]

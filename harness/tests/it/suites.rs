@@ -203,3 +203,89 @@ fn redact_json(v: &mut serde_json::Value, uniqs: &[String]) {
         _ => {}
     }
 }
+
+/// The human report of chat scenarios failing on a JSON field of the wrong type, on a file
+/// that arrives with one byte changed, and on a message to the wrong user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_of_a_failing_chat_run() {
+    use reference_impl::chat::fault::Fault;
+    let server = support::chat_server(&[
+        Fault::CodesAsStrings,
+        Fault::TransferCorruptsByte,
+        Fault::PmToEveryone,
+    ])
+    .await;
+    let suites = support::load(&[
+        "scenarios/chat/level1/login-name-2-chars.yaml",
+        "scenarios/chat/level2/private-message.yaml",
+        "scenarios/chat/level3/transfer.yaml",
+    ]);
+    let opts = RunOptions {
+        jobs: 1,
+        timeout: Some(std::time::Duration::from_secs(2)),
+        ..support::against_chat(&server)
+    };
+    let mut human = Vec::new();
+    let report = {
+        let mut h = HumanReporter::new(
+            &mut human,
+            HumanOptions {
+                times: false,
+                redact_uniq: true,
+                verbose: false,
+            },
+        );
+        run::run(&suites, &opts, &mut h).await.unwrap()
+    };
+    server.stop().await;
+    assert_eq!(report.exit_code(false), 1);
+    let human = String::from_utf8(human).unwrap();
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path(support::root().join("snapshots/harness"));
+    s.set_prepend_module_to_snapshot(false);
+    s.set_omit_expression(true);
+    s.add_filter(r"127\.0\.0\.1:\d+", "[target]");
+    s.add_filter(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+        "[uuid]",
+    );
+    s.add_filter(r"(points \d+/\d+); .*", "$1; [duration]");
+    s.bind(|| insta::assert_snapshot!("report_human_failing_chat_run", human));
+}
+
+/// A server whose group renamed headers passes once the same renames are given as vars,
+/// and fails without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renamed_headers_are_mapped_by_vars() {
+    use reference_impl::chat::codec::Header;
+    let mut config = reference_impl::chat::server::ServerConfig::default();
+    config
+        .dialect
+        .headers
+        .rename(Header::ListUsersReq, "USER_LIST_REQ")
+        .unwrap();
+    config
+        .dialect
+        .headers
+        .rename(Header::ListUsersResp, "USER_LIST_RESP")
+        .unwrap();
+    let server = harness::protocol::chat::start_with(config, "renamed")
+        .await
+        .unwrap();
+    let suites = support::load(&["scenarios/chat/level2/list-users-before-login.yaml"]);
+    let plain = support::run(&suites, &support::against_chat(&server)).await;
+    assert_eq!(plain.results[0].outcome, Outcome::Failed);
+    let mut opts = support::against_chat(&server);
+    opts.vars
+        .insert("rename.LIST_USERS_REQ".into(), "USER_LIST_REQ".into());
+    opts.vars
+        .insert("rename.LIST_USERS_RESP".into(), "USER_LIST_RESP".into());
+    let renamed = support::run(&suites, &opts).await;
+    server.stop().await;
+    assert_eq!(
+        renamed.results[0].outcome,
+        Outcome::Passed,
+        "{:?}",
+        renamed.results[0].failure
+    );
+}

@@ -19,6 +19,7 @@ pub const PROTOCOL: Protocol = Protocol {
     description: "chat server with JSON bodies, heartbeats, a guessing game and file transfers",
     tls: false,
     json_bodies: true,
+    framing: crate::run::framing::Framing::Lines,
     vars: &[("line_end", "\n"), ("require_line_end", "true")],
     reference_settings: &[
         ("joined", "true | false: send JOINED to the others on login"),

@@ -12,6 +12,7 @@ pub const PROTOCOL: Protocol = Protocol {
     description: "key-value store over TLS with a PBKDF2 login and CRC-32 checks",
     tls: true,
     json_bodies: false,
+    framing: crate::run::framing::Framing::Lines,
     vars: &[
         // Appended to every text message the harness sends.
         ("line_end", "\n"),

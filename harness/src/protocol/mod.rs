@@ -21,6 +21,8 @@ pub struct Protocol {
     pub tls: bool,
     /// Whether messages are `HEADER <json>` whose bodies expectations compare as JSON.
     pub json_bodies: bool,
+    /// How messages are delimited.
+    pub framing: crate::run::framing::Framing,
     /// Variables every scenario of the protocol sees unless the suite overrides them.
     pub vars: &'static [(&'static str, &'static str)],
     /// Settings the reference server accepts from a profile's `reference:` map.

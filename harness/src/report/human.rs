@@ -194,6 +194,7 @@ fn tail_without_times(t: &Transcript, redact: &[(String, String)]) -> String {
     let tail = Transcript {
         entries: t.entries[start..].to_vec(),
         dropped: t.dropped,
+        binary: t.binary,
     };
     let mut out = String::new();
     if start > 0 {

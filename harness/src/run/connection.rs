@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::framing::{Frame, LineFramer, TooLong};
+use super::framing::{Frame, Framing, LineFramer, TooLong};
 use crate::transport::BoxStream;
 
 /// Events waiting in a connection's queue. A connection no step reads for a while (in a
@@ -161,6 +161,7 @@ impl Connection {
     /// counts as a message; `recv_limit` bounds a single message.
     pub fn start(
         stream: BoxStream,
+        framing: Framing,
         quiet: Duration,
         recv_limit: usize,
         responders: Arc<[Responder]>,
@@ -176,6 +177,7 @@ impl Connection {
                 writer: writer.clone(),
                 responders,
             },
+            framing,
             quiet,
             recv_limit,
             partial.clone(),
@@ -320,11 +322,12 @@ impl Delivery {
 async fn read_loop(
     mut reader: ReadHalf<BoxStream>,
     tx: Delivery,
+    framing: Framing,
     quiet: Duration,
     recv_limit: usize,
     partial: SharedPartial,
 ) {
-    let mut framer = LineFramer::new(recv_limit);
+    let mut framer = LineFramer::with_framing(recv_limit, framing);
     let mut buf = vec![0u8; READ_BUF];
     let mut frames = Vec::new();
     loop {

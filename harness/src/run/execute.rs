@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::connection::{
     Answered, CloseKind, Connection, Incoming, Partial, RecvError, Responder, ResponderMatch,
 };
-use super::framing::Frame;
+use super::framing::{Frame, Framing};
 use super::json_match;
 use super::outcome::{Failure, Outcome, ScenarioResult};
 use super::transcript::{Data, EntryKind, Transcript, abbreviate, show_bytes};
@@ -45,6 +45,8 @@ pub struct ExecSettings {
     pub recv_limit: usize,
     /// Compare `HEADER <json>` messages by their JSON bodies (the protocol's choice).
     pub json_bodies: bool,
+    /// How the protocol delimits messages.
+    pub framing: Framing,
 }
 
 /// A step that did not hold.
@@ -192,7 +194,10 @@ impl<'a> Exec<'a> {
             settings,
             env,
             conns: BTreeMap::new(),
-            transcript: Transcript::default(),
+            transcript: Transcript {
+                binary: settings.framing != Framing::Lines,
+                ..Transcript::default()
+            },
             started,
             line_end,
             require_line_end,
@@ -291,7 +296,13 @@ impl<'a> Exec<'a> {
                     },
                 );
                 let responders = self.responders()?;
-                let conn = Connection::start(stream, self.scenario.quiet, s.recv_limit, responders);
+                let conn = Connection::start(
+                    stream,
+                    s.framing,
+                    self.scenario.quiet,
+                    s.recv_limit,
+                    responders,
+                );
                 self.conns.insert(name.to_owned(), conn);
                 Ok(())
             }

@@ -27,11 +27,32 @@ pub struct TooLong {
     pub head: Vec<u8>,
 }
 
-/// Splits bytes at `\n`, holding at most `max` bytes of an unfinished line.
+/// How a protocol's messages are delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// Every message ends with `\n`.
+    #[default]
+    Lines,
+    /// No delimiters: a message is what arrives before the peer goes quiet.
+    Chunks,
+    /// Binary packets whose header holds their total length: `width` bytes, big-endian, at
+    /// `offset`. A length outside `min..=max` cannot be trusted: what has arrived is handed
+    /// over as it is and the rest of the stream is read as chunks.
+    LengthPrefixed {
+        offset: usize,
+        width: usize,
+        min: usize,
+        max: usize,
+    },
+}
+
+/// Cuts a stream into messages as its [`Framing`] says, holding at most `max` bytes of an
+/// unfinished message.
 #[derive(Debug)]
 pub struct LineFramer {
     buf: Vec<u8>,
     max: usize,
+    framing: Framing,
 }
 
 /// How many bytes of an over-long message a report shows.
@@ -39,14 +60,67 @@ const HEAD_LEN: usize = 64;
 
 impl LineFramer {
     pub fn new(max: usize) -> Self {
+        Self::with_framing(max, Framing::Lines)
+    }
+
+    pub fn with_framing(max: usize, framing: Framing) -> Self {
         Self {
             buf: Vec::new(),
             max,
+            framing,
         }
     }
 
-    /// Adds received bytes; returns the lines they completed, in order.
+    /// Adds received bytes; returns the messages they completed, in order.
     pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Frame>) -> Result<(), TooLong> {
+        match self.framing {
+            Framing::Lines => self.push_lines(bytes, out),
+            Framing::Chunks => {
+                if self.buf.len() + bytes.len() > self.max {
+                    return Err(self.too_long(bytes));
+                }
+                self.buf.extend_from_slice(bytes);
+                Ok(())
+            }
+            Framing::LengthPrefixed {
+                offset,
+                width,
+                min,
+                max,
+            } => {
+                if self.buf.len() + bytes.len() > self.max.max(max) {
+                    return Err(self.too_long(bytes));
+                }
+                self.buf.extend_from_slice(bytes);
+                while self.buf.len() >= offset + width {
+                    let len = self.buf[offset..offset + width]
+                        .iter()
+                        .fold(0u64, |n, &b| (n << 8) | u64::from(b));
+                    let len = usize::try_from(len).unwrap_or(usize::MAX);
+                    if !(min..=max).contains(&len) {
+                        // Out of step with the stream: hand over what is here, then chunks.
+                        out.push(Frame {
+                            data: std::mem::take(&mut self.buf),
+                            terminated: false,
+                        });
+                        self.framing = Framing::Chunks;
+                        break;
+                    }
+                    if self.buf.len() < len {
+                        break;
+                    }
+                    let rest = self.buf.split_off(len);
+                    out.push(Frame {
+                        data: std::mem::replace(&mut self.buf, rest),
+                        terminated: false,
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn push_lines(&mut self, bytes: &[u8], out: &mut Vec<Frame>) -> Result<(), TooLong> {
         let mut rest = bytes;
         while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
             if self.buf.len() + pos > self.max {
@@ -159,6 +233,66 @@ mod tests {
     fn a_line_exactly_at_the_limit_passes() {
         let mut f = LineFramer::new(4);
         assert_eq!(frames(&mut f, &[b"abcd\n"]), vec![line("abcd")]);
+    }
+
+    #[test]
+    fn chunks_wait_for_quiet() {
+        let mut f = LineFramer::with_framing(100, Framing::Chunks);
+        let mut out = Vec::new();
+        f.push(b"FIB\nONACCI", &mut out).unwrap();
+        assert!(out.is_empty());
+        assert_eq!(
+            f.take_partial(),
+            Some(Frame {
+                data: b"FIB\nONACCI".to_vec(),
+                terminated: false
+            })
+        );
+    }
+
+    const PACKETS: Framing = Framing::LengthPrefixed {
+        offset: 12,
+        width: 4,
+        min: 16,
+        max: 100,
+    };
+
+    fn packet(len: u32, fill: u8) -> Vec<u8> {
+        let mut p = vec![fill; 12];
+        p.extend_from_slice(&len.to_be_bytes());
+        p.resize(len as usize, fill);
+        p
+    }
+
+    #[test]
+    fn packets_are_cut_by_their_length_field() {
+        let mut f = LineFramer::with_framing(1000, PACKETS);
+        let wire = [packet(16, 1), packet(20, 2), packet(30, 3)].concat();
+        let mut out = Vec::new();
+        for chunk in wire.chunks(7) {
+            f.push(chunk, &mut out).unwrap();
+        }
+        let lens: Vec<usize> = out.iter().map(|fr| fr.data.len()).collect();
+        assert_eq!(lens, [16, 20, 30]);
+        assert!(!f.has_partial());
+        // A truncated packet is handed back when the peer goes quiet.
+        f.push(&packet(40, 4)[..25], &mut out).unwrap();
+        assert_eq!(f.take_partial().map(|fr| fr.data.len()), Some(25));
+    }
+
+    #[test]
+    fn a_length_out_of_bounds_hands_over_what_arrived() {
+        let mut f = LineFramer::with_framing(1000, PACKETS);
+        let mut out = Vec::new();
+        let mut bad = packet(16, 5);
+        bad[12..16].copy_from_slice(&5000u32.to_be_bytes());
+        f.push(&bad, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].data, bad);
+        // The rest of the stream is chunks.
+        f.push(b"more", &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(f.take_partial().map(|fr| fr.data), Some(b"more".to_vec()));
     }
 
     proptest::proptest! {

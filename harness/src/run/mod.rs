@@ -291,6 +291,7 @@ async fn prepare(
         connect_timeout: opts.connect_timeout,
         recv_limit: opts.recv_limit,
         json_bodies: protocol.json_bodies,
+        framing: protocol.framing,
     };
     Ok((settings, reference))
 }

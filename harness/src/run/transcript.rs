@@ -168,6 +168,9 @@ pub struct Transcript {
     /// Entries left out past [`MAX_ENTRIES`].
     #[serde(skip_serializing_if = "is_zero")]
     pub dropped: usize,
+    /// The protocol has no line ends (chunks or packets): do not point out their absence.
+    #[serde(skip)]
+    pub binary: bool,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -288,7 +291,7 @@ impl Transcript {
                         bytes.push(b'\n');
                     }
                     let _ = write!(line, "S -> {c}  {}", show_data(data, &bytes));
-                    if !terminated {
+                    if !terminated && !self.binary {
                         line.push_str("  (no line end)");
                     }
                 }

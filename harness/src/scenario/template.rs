@@ -50,6 +50,7 @@ pub const FUNCTIONS: &[(&str, usize, usize)] = &[
     ("upper", 1, 1),
     ("uuid", 1, 2),
     ("sha256", 1, 1),
+    ("xor", 2, 2),
 ];
 
 /// Variables as bytes: what templates are expanded against.
@@ -531,6 +532,16 @@ fn call(name: &str, args: &[Vec<u8>], env: &Env) -> Result<Vec<u8>, TemplateErro
         "lower" => a.to_ascii_lowercase(),
         "upper" => a.to_ascii_uppercase(),
         "uuid" => uuid_from(args).into_bytes(),
+        "xor" => {
+            let key = args.get(1).map(Vec::as_slice).unwrap_or_default();
+            if key.is_empty() {
+                return Err(bad("the key is empty".to_owned()));
+            }
+            a.iter()
+                .zip(key.iter().cycle())
+                .map(|(b, k)| b ^ k)
+                .collect()
+        }
         "sha256" => {
             use sha2::{Digest, Sha256};
             hex::encode(Sha256::digest(a)).into_bytes()
@@ -975,6 +986,18 @@ mod tests {
         assert_eq!(ev("{{ upper(name) }}-{{lower(name)}}"), b"ALICE-alice");
         assert_eq!(ev("x{{ 42 }}y"), b"x42y");
         assert_eq!(ev("{{ hex(unhex('ff')) }}"), b"ff");
+        // The key repeats over the data; applied twice it gives the data back.
+        assert_eq!(ev("{{ hex(xor('abcde', 'key')) }}"), b"0a071a0f00");
+        assert_eq!(ev("{{ xor(xor('hello', 'k3y'), 'k3y') }}"), b"hello");
+        assert_eq!(
+            ev("{{ sha256('') }}"),
+            b"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        let u = ev("{{ uuid('seed') }}");
+        assert_eq!(u.len(), 36);
+        assert_eq!(u[14], b'4');
+        assert_eq!(ev("{{ uuid('seed') }}"), u);
+        assert_ne!(ev("{{ uuid('seed', 'two') }}"), u);
     }
 
     #[test]

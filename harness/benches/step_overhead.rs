@@ -160,6 +160,7 @@ async fn measure(flavor: Flavor, transport: &'static str, tls: Option<Tls>) -> F
         recv_limit: 1024 * 1024,
         json_bodies: false,
         framing: harness::run::framing::Framing::Lines,
+        packet: None,
     };
     let warm_up = ping_pong_scenario(WARM_UP);
     let scenario = ping_pong_scenario(EXCHANGES);

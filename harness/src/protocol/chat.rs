@@ -20,6 +20,7 @@ pub const PROTOCOL: Protocol = Protocol {
     tls: false,
     json_bodies: true,
     framing: crate::run::framing::Framing::Lines,
+    packet: None,
     vars: &[("line_end", "\n"), ("require_line_end", "true")],
     reference_settings: &[
         ("joined", "true | false: send JOINED to the others on login"),

@@ -13,6 +13,7 @@ pub const PROTOCOL: Protocol = Protocol {
     tls: true,
     json_bodies: false,
     framing: crate::run::framing::Framing::Lines,
+    packet: None,
     vars: &[
         // Appended to every text message the harness sends.
         ("line_end", "\n"),

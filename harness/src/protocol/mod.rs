@@ -11,6 +11,33 @@ use rustls_pki_types::CertificateDer;
 pub mod chat;
 pub mod kv;
 
+/// A protocol's binary packets, for `packet:` steps: built from fields, and taken apart into
+/// fields. Values are bytes: numbers as decimal text, byte fields as they are.
+pub trait PacketFormat: Sync + std::fmt::Debug {
+    /// The field names, in wire order.
+    fn fields(&self) -> &'static [&'static str];
+    /// Builds a packet. Fields left out get defaults; the length and checksum are computed
+    /// unless given. `var` reads a variable (e.g. the checksum convention).
+    fn encode(
+        &self,
+        fields: &[(String, Vec<u8>)],
+        var: &dyn Fn(&str) -> Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, String>;
+    /// Takes a received packet apart. `Err` when it is not a packet at all (too short).
+    fn decode(
+        &self,
+        bytes: &[u8],
+        var: &dyn Fn(&str) -> Option<Vec<u8>>,
+    ) -> Result<DecodedPacket, String>;
+}
+
+/// A received packet's fields, and what is wrong with its checksum if anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedPacket {
+    pub fields: Vec<(String, Vec<u8>)>,
+    pub checksum_problem: Option<String>,
+}
+
 /// What the runner needs to know about a protocol.
 #[derive(Debug)]
 pub struct Protocol {
@@ -23,6 +50,8 @@ pub struct Protocol {
     pub json_bodies: bool,
     /// How messages are delimited.
     pub framing: crate::run::framing::Framing,
+    /// The protocol's packets, if `packet:` steps apply.
+    pub packet: Option<&'static dyn PacketFormat>,
     /// Variables every scenario of the protocol sees unless the suite overrides them.
     pub vars: &'static [(&'static str, &'static str)],
     /// Settings the reference server accepts from a profile's `reference:` map.

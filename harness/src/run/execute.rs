@@ -14,8 +14,9 @@ use super::framing::{Frame, Framing};
 use super::json_match;
 use super::outcome::{Failure, Outcome, ScenarioResult};
 use super::transcript::{Data, EntryKind, Transcript, abbreviate, show_bytes};
+use crate::protocol::PacketFormat;
 use crate::scenario::model::{
-    Bisect, Expect, Matcher, Payload, Scenario, Send, Span, Step, StepKind, Template,
+    Bisect, Expect, Matcher, PacketSpec, Payload, Scenario, Send, Span, Step, StepKind, Template,
 };
 use crate::scenario::step::OTHERS;
 use crate::scenario::template::{self, Env};
@@ -47,6 +48,8 @@ pub struct ExecSettings {
     pub json_bodies: bool,
     /// How the protocol delimits messages.
     pub framing: Framing,
+    /// The protocol's packets, for `packet:` steps.
+    pub packet: Option<&'static dyn PacketFormat>,
 }
 
 /// A step that did not hold.
@@ -347,6 +350,7 @@ impl<'a> Exec<'a> {
             }
             Payload::Bytes(t) => self.expand(t)?,
             Payload::Hex(t) => decode_hex(&self.expand(t)?, t)?,
+            Payload::Packet(p) => self.encode_packet(p)?,
         };
         let pieces =
             split_at(&mut bytes, &send.split).map_err(|m| StepError::new(Outcome::Error, m))?;
@@ -681,6 +685,12 @@ impl<'a> Exec<'a> {
                         ))
                     })?)
                 }
+                Matcher::Packet(_) => {
+                    return Err(fail(StepError::new(
+                        Outcome::Error,
+                        "a background rule cannot match a packet",
+                    )));
+                }
                 Matcher::Bytes(t) => ResponderMatch::Bytes(self.expand(t).map_err(fail)?),
                 Matcher::Hex(t) => ResponderMatch::Bytes(
                     decode_hex(&self.expand(t).map_err(fail)?, t).map_err(fail)?,
@@ -804,6 +814,7 @@ impl<'a> Exec<'a> {
                 .ok()
                 .and_then(|p| self.regex(&p).ok())
                 .is_some_and(|re| re.is_match(&frame.data)),
+            Matcher::Packet(_) => false,
             Matcher::Bytes(t) => self.expand(t).is_ok_and(|b| b == frame.data),
             Matcher::Hex(t) => self
                 .expand(t)
@@ -914,7 +925,97 @@ impl<'a> Exec<'a> {
             ),
             Matcher::Bytes(t) => show_bytes(&self.expand(t)?),
             Matcher::Hex(t) => show_bytes(&decode_hex(&self.expand(t)?, t)?),
+            Matcher::Packet(p) => {
+                let mut parts = Vec::with_capacity(p.fields.len());
+                for (name, t) in &p.fields {
+                    let value = self.expand(t)?;
+                    parts.push(format!("{name}: {}", show_bytes(&value)));
+                }
+                format!("a packet {{{}}}", parts.join(", "))
+            }
         })
+    }
+
+    fn packet_format(&self) -> Result<&'static dyn PacketFormat, StepError> {
+        self.settings.packet.ok_or_else(|| {
+            StepError::new(
+                Outcome::Error,
+                "this protocol has no packets: `packet:` steps do not apply",
+            )
+        })
+    }
+
+    fn var_lookup(&self) -> impl Fn(&str) -> Option<Vec<u8>> + '_ {
+        |name| self.env.get(name).map(<[u8]>::to_vec)
+    }
+
+    /// The bytes of a packet given by its fields.
+    fn encode_packet(&self, p: &PacketSpec) -> Result<Vec<u8>, StepError> {
+        let format = self.packet_format()?;
+        let mut fields = Vec::with_capacity(p.fields.len());
+        for (name, t) in &p.fields {
+            if !format.fields().contains(&name.as_str()) {
+                return Err(unknown_field(name, format, t.span));
+            }
+            fields.push((name.clone(), self.expand(t)?));
+        }
+        format
+            .encode(&fields, &self.var_lookup())
+            .map_err(|e| StepError::new(Outcome::Error, e).span(p.span))
+    }
+
+    /// Checks a received packet field by field; `<any>` takes anything and `<any:name>`
+    /// binds it. The checksum must be right unless the expectation names one.
+    fn check_packet(
+        &mut self,
+        p: &PacketSpec,
+        frame: &Frame,
+        wanted: &str,
+    ) -> Result<(), StepError> {
+        let format = self.packet_format()?;
+        let actual = show_bytes(&frame.data);
+        let fail = |label: String| {
+            let mut e = StepError::failed("unexpected packet").label(label);
+            e.failure.expected = Some(wanted.to_owned());
+            e.failure.actual = Some(abbreviate(&actual, SHOWN));
+            e
+        };
+        let decoded = format
+            .decode(&frame.data, &self.var_lookup())
+            .map_err(&fail)?;
+        let mut bindings = Vec::new();
+        for (name, t) in &p.fields {
+            let Some((_, got)) = decoded.fields.iter().find(|(n, _)| n == name) else {
+                return Err(unknown_field(name, format, t.span));
+            };
+            if let Some(placeholder) = t.literal().as_deref().and_then(|l| {
+                l.strip_prefix("<any")
+                    .and_then(|r| r.strip_suffix('>'))
+                    .map(str::to_owned)
+            }) {
+                if let Some(var) = placeholder.strip_prefix(':') {
+                    bindings.push((var.to_owned(), got.clone()));
+                }
+                continue;
+            }
+            let want = self.expand(t)?;
+            if &want != got {
+                return Err(fail(format!(
+                    "`{name}`: expected {}, got {}",
+                    abbreviate(&show_bytes(&want), 80),
+                    abbreviate(&show_bytes(got), 80)
+                )));
+            }
+        }
+        if p.get("checksum").is_none()
+            && let Some(problem) = decoded.checksum_problem
+        {
+            return Err(fail(problem));
+        }
+        for (name, value) in bindings {
+            self.env.set(name, value);
+        }
+        Ok(())
     }
 
     fn check(
@@ -942,6 +1043,7 @@ impl<'a> Exec<'a> {
             None => mismatch(format!("received {actual}")),
         };
         match m {
+            Matcher::Packet(p) => return self.check_packet(p, frame, wanted),
             Matcher::Exact(t) => {
                 let expected = self.renamed(self.expand(t)?);
                 let json = self
@@ -1202,6 +1304,17 @@ impl<'a> Exec<'a> {
             }
         }
     }
+}
+
+fn unknown_field(name: &str, format: &dyn PacketFormat, span: Span) -> StepError {
+    let known = format.fields();
+    let mut e = StepError::new(Outcome::Error, format!("a packet has no field `{name}`"))
+        .span(span)
+        .help(format!("the fields are: {}", known.join(", ")));
+    if let Some(s) = crate::scenario::diagnostic::did_you_mean(name, known.iter().copied()) {
+        e = e.label(format!("did you mean `{s}`?"));
+    }
+    e
 }
 
 /// Characters of a message a failure shows.

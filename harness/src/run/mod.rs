@@ -292,6 +292,7 @@ async fn prepare(
         recv_limit: opts.recv_limit,
         json_bodies: protocol.json_bodies,
         framing: protocol.framing,
+        packet: protocol.packet,
     };
     Ok((settings, reference))
 }

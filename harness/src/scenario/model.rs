@@ -242,6 +242,23 @@ pub enum Payload {
     Bytes(Template),
     /// The template expands to hex digits (whitespace ignored), sent as the bytes they encode.
     Hex(Template),
+    /// A binary packet given field by field; the protocol encodes it (computing the length
+    /// and checksum unless the fields give them).
+    Packet(PacketSpec),
+}
+
+/// `packet: { flag: 1, keyword: sbmt, ... }`: fields of a binary packet, in the order written.
+/// In an expectation a field may be `<any>` or `<any:name>` (bound to a variable).
+#[derive(Debug, Clone)]
+pub struct PacketSpec {
+    pub fields: Vec<(String, Template)>,
+    pub span: Span,
+}
+
+impl PacketSpec {
+    pub fn get(&self, name: &str) -> Option<&Template> {
+        self.fields.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -302,6 +319,9 @@ pub enum Matcher {
     Bytes(Template),
     /// As `Bytes`, given as hex digits.
     Hex(Template),
+    /// A binary packet whose fields match, and whose checksum is right unless the spec names
+    /// a `checksum`.
+    Packet(PacketSpec),
 }
 
 /// A string with `{{ ... }}` expressions, as written in the file.

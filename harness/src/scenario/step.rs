@@ -3,7 +3,7 @@
 //! ```text
 //! - C -> S: text                      send a line on C       (step span: the text)
 //! - S -> C: text | re:regex           expect on C            (step span: the text)
-//! - send: text | {conn, text|bytes|hex, split, pause}        (step span: `send`)
+//! - send: text | {conn, text|bytes|hex|packet, split, pause}  (step span: `send`)
 //! - S -> others: text                 expect on every open connection but the last sender
 //! - expect: text | {conn, text|re|bytes|hex, within, subset, at, tolerance}
 //! - any_order: [expect steps]          the messages may arrive in any order
@@ -30,7 +30,8 @@ use std::time::Duration;
 
 use super::diagnostic::did_you_mean;
 use super::model::{
-    At, BackgroundRule, Bisect, Expect, Matcher, Payload, Send, Span, Step, StepKind, Template,
+    At, BackgroundRule, Bisect, Expect, Matcher, PacketSpec, Payload, Send, Span, Step, StepKind,
+    Template,
 };
 use super::parse::{Ctx, Fields};
 use super::template;
@@ -56,8 +57,8 @@ const STEP_KINDS: &[&str] = &[
     "any_order",
     "bisect",
 ];
-const SEND_KEYS: &[&str] = &["conn", "text", "bytes", "hex", "split", "pause"];
-const SEND_PAYLOADS: &[&str] = &["text", "bytes", "hex"];
+const SEND_KEYS: &[&str] = &["conn", "text", "bytes", "hex", "packet", "split", "pause"];
+const SEND_PAYLOADS: &[&str] = &["text", "bytes", "hex", "packet"];
 const EXPECT_KEYS: &[&str] = &[
     "conn",
     "text",
@@ -68,13 +69,14 @@ const EXPECT_KEYS: &[&str] = &[
     "subset",
     "at",
     "tolerance",
+    "packet",
 ];
 const BACKGROUND_KEYS: &[&str] = &["on", "reply"];
 const CONNECT_KEYS: &[&str] = &["conn", "port"];
 const BISECT_KEYS: &[&str] = &[
     "conn", "var", "low", "high", "send", "found", "higher", "lower",
 ];
-const EXPECT_MATCHERS: &[&str] = &["text", "re", "bytes", "hex"];
+const EXPECT_MATCHERS: &[&str] = &["text", "re", "bytes", "hex", "packet"];
 const CLOSE_KEYS: &[&str] = &["conn", "within"];
 const SILENCE_KEYS: &[&str] = &["conn", "for"];
 
@@ -439,6 +441,9 @@ fn send(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Option
     let f = ctx.fields(value, SEND_KEYS, "`send`")?;
     let conn = conn_field(ctx, &f, current);
     let payload = one_of(ctx, &f, SEND_PAYLOADS, "send", key).and_then(|(kind, node)| {
+        if kind == "packet" {
+            return packet(ctx, node).map(Payload::Packet);
+        }
         let t = ctx.template(node, 0)?;
         check_literal_hex(ctx, kind, &t)?;
         Some(match kind {
@@ -578,6 +583,9 @@ fn expect(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Opti
         _ => conn_field(ctx, &f, current),
     };
     let matcher = one_of(ctx, &f, EXPECT_MATCHERS, "expect", key).and_then(|(kind, node)| {
+        if kind == "packet" {
+            return packet(ctx, node).map(Matcher::Packet);
+        }
         let t = ctx.template(node, 0)?;
         check_literal_hex(ctx, kind, &t)?;
         Some(match kind {
@@ -630,6 +638,41 @@ fn expect(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Opti
         subset,
         at,
     }))
+}
+
+/// `packet: { field: value, ... }`: each value a template (numbers as written).
+fn packet(ctx: &mut Ctx, node: &Node) -> Option<PacketSpec> {
+    let Kind::Map(entries) = &node.kind else {
+        let d = ctx
+            .error(
+                node.span,
+                format!(
+                    "`packet` must be a mapping of fields, found {}",
+                    node.describe()
+                ),
+            )
+            .with_help("e.g. `packet: { flag: 1, keyword: sbmt, sid: 12345678, data: \"\" }`");
+        ctx.push(d);
+        return None;
+    };
+    let mut fields = Vec::with_capacity(entries.len());
+    let mut ok = true;
+    for (k, v) in entries {
+        let Some(name) = k.scalar().filter(|n| !n.is_empty()) else {
+            let d = ctx.error(k.span, "packet field names must be text");
+            ctx.push(d);
+            ok = false;
+            continue;
+        };
+        match ctx.template(v, 0) {
+            Some(t) => fields.push((name.to_owned(), t)),
+            None => ok = false,
+        }
+    }
+    ok.then_some(PacketSpec {
+        fields,
+        span: node.span,
+    })
 }
 
 /// `connect: C`, or `connect: { conn: D, port: "+1" }`.

@@ -712,30 +712,32 @@ pub fn check_vars(scenario: &Scenario, known: &BTreeSet<String>) -> Vec<Diagnost
     defined.extend(BUILTIN_VARS.iter().map(|v| (*v).to_owned()));
     let mut diags = Vec::new();
     let matcher = |m: &'_ Matcher| match m {
-        Matcher::Regex(t) => (t.clone(), true),
-        Matcher::Exact(t) | Matcher::Bytes(t) | Matcher::Hex(t) => (t.clone(), false),
+        Matcher::Regex(t) => vec![(t.clone(), true)],
+        Matcher::Exact(t) | Matcher::Bytes(t) | Matcher::Hex(t) => vec![(t.clone(), false)],
+        Matcher::Packet(p) => p.fields.iter().map(|(_, t)| (t.clone(), false)).collect(),
     };
     let payload = |p: &'_ Payload| match p {
-        Payload::Line(t) | Payload::Bytes(t) | Payload::Hex(t) => (t.clone(), false),
+        Payload::Line(t) | Payload::Bytes(t) | Payload::Hex(t) => vec![(t.clone(), false)],
+        Payload::Packet(p) => p.fields.iter().map(|(_, t)| (t.clone(), false)).collect(),
     };
     let mut templates = Vec::new();
     for step in &scenario.steps {
         match &step.kind {
-            StepKind::Send(s) => templates.push(payload(&s.payload)),
-            StepKind::Expect(e) => templates.push(matcher(&e.matcher)),
+            StepKind::Send(s) => templates.extend(payload(&s.payload)),
+            StepKind::Expect(e) => templates.extend(matcher(&e.matcher)),
             StepKind::AnyOrder(inner) => {
                 for s in inner {
                     if let StepKind::Expect(e) = &s.kind {
-                        templates.push(matcher(&e.matcher));
+                        templates.extend(matcher(&e.matcher));
                     }
                 }
             }
             StepKind::Connect { port: Some(t), .. } => templates.push((t.clone(), false)),
             StepKind::Bisect(b) => {
                 defined.insert(b.var.clone());
-                templates.push(payload(&b.send.payload));
+                templates.extend(payload(&b.send.payload));
                 for e in [&b.found, &b.higher, &b.lower] {
-                    templates.push(matcher(&e.matcher));
+                    templates.extend(matcher(&e.matcher));
                 }
             }
             _ => {}
@@ -771,6 +773,17 @@ pub fn check_vars(scenario: &Scenario, known: &BTreeSet<String>) -> Vec<Diagnost
 /// Variables that `"<any:name>"`-style JSON placeholders in the literal parts of `t` bind.
 fn json_capture_names(t: &Template) -> Vec<String> {
     let mut names = Vec::new();
+    // A packet field that is only a placeholder: `<any:name>`.
+    if let Some(lit) = t.literal()
+        && let Some((kind, name)) = lit
+            .strip_prefix('<')
+            .and_then(|l| l.strip_suffix('>'))
+            .and_then(|l| l.split_once(':'))
+        && matches!(kind, "any" | "string" | "number" | "uuid")
+        && is_ident(name)
+    {
+        names.push(name.to_owned());
+    }
     for part in &t.parts {
         let Part::Lit(s) = part else { continue };
         let mut rest = s.as_str();

@@ -163,6 +163,8 @@ struct Exec<'a> {
     timeout: Duration,
     /// The connection of the latest send: who `others` leaves out.
     last_sender: Option<String>,
+    /// The connection of the latest send, until something is received (for `gap:`).
+    sent_last: Option<String>,
     /// The background rules with replies, once expanded.
     responders: Option<Arc<[Responder]>>,
     /// Compiled regular expressions by pattern.
@@ -206,6 +208,7 @@ impl<'a> Exec<'a> {
             require_line_end,
             timeout: settings.timeout.unwrap_or(scenario.timeout),
             last_sender: None,
+            sent_last: None,
             responders: None,
             regexes: Default::default(),
         }
@@ -288,7 +291,12 @@ impl<'a> Exec<'a> {
     async fn open_at(&mut self, name: &str, addr: &str) -> Result<(), StepError> {
         let s = self.settings;
         match transport::connect(addr, &s.transport, s.connect_timeout).await {
-            Ok(stream) => {
+            Ok(transport::Connected { stream, local }) => {
+                // `{{local_addr_C}}`: where the target sees connection `C` come from.
+                if let Some(local) = local {
+                    self.env
+                        .set(format!("local_addr_{name}"), local.to_string().into_bytes());
+                }
                 let at = self.elapsed();
                 self.transcript.push(
                     at,
@@ -355,6 +363,11 @@ impl<'a> Exec<'a> {
         let pieces =
             split_at(&mut bytes, &send.split).map_err(|m| StepError::new(Outcome::Error, m))?;
         let timeout = self.timeout;
+        // Pause-framed protocols: two sends in a row need a pause between them.
+        if !self.scenario.gap.is_zero() && self.sent_last.as_deref() == Some(send.conn.as_str()) {
+            tokio::time::sleep(self.scenario.gap).await;
+        }
+        self.sent_last = Some(send.conn.clone());
         self.last_sender = Some(send.conn.clone());
         let conn = self.conn(&send.conn).await?;
         let mut writes = 0;
@@ -851,6 +864,7 @@ impl<'a> Exec<'a> {
         wanted: &str,
     ) -> Result<(Frame, Instant), StepError> {
         let event = self.conn(name).await?.recv(deadline).await;
+        self.sent_last = None;
         self.record_answered(name);
         match event {
             Ok(Incoming::Message(frame, arrived)) => {

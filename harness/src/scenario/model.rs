@@ -64,6 +64,9 @@ pub struct SuiteConfig {
     pub timeout: Duration,
     /// A message without a line end is complete after this much quiet (`quiet:`, default 200ms).
     pub quiet: Duration,
+    /// `gap:` a pause before a send that follows another send on the same connection with
+    /// nothing received between them, for protocols framed by pauses (default none).
+    pub gap: Duration,
     /// Run this suite's scenarios one at a time.
     pub serial: bool,
     /// Points of a scenario that does not declare its own (default 1).
@@ -83,6 +86,7 @@ impl Default for SuiteConfig {
             vars: BTreeMap::new(),
             timeout: Duration::from_secs(2),
             quiet: Duration::from_millis(200),
+            gap: Duration::ZERO,
             serial: false,
             points: 1,
             tags: Vec::new(),
@@ -161,6 +165,7 @@ pub struct Scenario {
     /// Default deadline of this scenario's expectations (suite default if absent).
     pub timeout: Duration,
     pub quiet: Duration,
+    pub gap: Duration,
     /// Scenario variables (override suite vars, are overridden by `--var`).
     pub vars: BTreeMap<String, String>,
     /// `xfail: reason`: the scenario is expected to fail (a known bug of the reference).

@@ -2,10 +2,10 @@
 //! reported (not just the first).
 //!
 //! ```text
-//! suite.yaml           protocol, title, vars, timeout, quiet, serial, points, tags,
+//! suite.yaml           protocol, title, vars, timeout, quiet, gap, serial, points, tags,
 //!                      background
 //! NAME.profile.yaml    vars, reference, skip, xfail   (skip/xfail: id glob -> reason)
-//! any other *.yaml     id, title, spec, tags, points, level, serial, timeout, quiet, vars,
+//! any other *.yaml     id, title, spec, tags, points, level, serial, timeout, quiet, gap, vars,
 //!                      xfail, skip, background, lock, steps
 //! ```
 //!
@@ -38,6 +38,7 @@ const SCENARIO_KEYS: &[&str] = &[
     "serial",
     "timeout",
     "quiet",
+    "gap",
     "vars",
     "xfail",
     "skip",
@@ -51,6 +52,7 @@ const SUITE_KEYS: &[&str] = &[
     "vars",
     "timeout",
     "quiet",
+    "gap",
     "serial",
     "points",
     "tags",
@@ -289,6 +291,7 @@ impl Ctx {
         let serial = f.get("serial").and_then(|n| self.boolean(n, "serial"));
         let timeout = f.get("timeout").and_then(|n| self.duration(n, "timeout"));
         let quiet = f.get("quiet").and_then(|n| self.duration(n, "quiet"));
+        let gap = f.get("gap").and_then(|n| self.duration(n, "gap"));
         let vars = f.get("vars").map(|n| self.vars(n)).unwrap_or_default();
         let xfail = f.get("xfail").and_then(|n| self.string(n, "xfail"));
         let skip = f.get("skip").and_then(|n| self.string(n, "skip"));
@@ -319,6 +322,7 @@ impl Ctx {
             serial: serial.unwrap_or(suite.serial),
             timeout: timeout.unwrap_or(suite.timeout),
             quiet: quiet.unwrap_or(suite.quiet),
+            gap: gap.unwrap_or(suite.gap),
             vars,
             xfail,
             skip,
@@ -413,6 +417,9 @@ impl Ctx {
         }
         if let Some(d) = f.get("quiet").and_then(|n| self.duration(n, "quiet")) {
             config.quiet = d;
+        }
+        if let Some(d) = f.get("gap").and_then(|n| self.duration(n, "gap")) {
+            config.gap = d;
         }
         if let Some(b) = f.get("serial").and_then(|n| self.boolean(n, "serial")) {
             config.serial = b;

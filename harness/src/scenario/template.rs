@@ -51,6 +51,7 @@ pub const FUNCTIONS: &[(&str, usize, usize)] = &[
     ("uuid", 1, 2),
     ("sha256", 1, 1),
     ("xor", 2, 2),
+    ("uuid3", 1, 1),
 ];
 
 /// Variables as bytes: what templates are expanded against.
@@ -532,6 +533,9 @@ fn call(name: &str, args: &[Vec<u8>], env: &Env) -> Result<Vec<u8>, TemplateErro
         "lower" => a.to_ascii_lowercase(),
         "upper" => a.to_ascii_uppercase(),
         "uuid" => uuid_from(args).into_bytes(),
+        "uuid3" => uuid::Uuid::new_v3(&uuid::Uuid::NAMESPACE_URL, a)
+            .to_string()
+            .into_bytes(),
         "xor" => {
             let key = args.get(1).map(Vec::as_slice).unwrap_or_default();
             if key.is_empty() {
@@ -746,7 +750,8 @@ pub fn check_vars(scenario: &Scenario, known: &BTreeSet<String>) -> Vec<Diagnost
     for (template, is_regex) in &templates {
         let (template, is_regex) = (template, *is_regex);
         for (name, span) in template.variables() {
-            if !defined.contains(name) {
+            // `local_addr_C` is set when connection `C` opens.
+            if !defined.contains(name) && !name.starts_with("local_addr_") {
                 let err = TemplateError::new(
                     TemplateErrorKind::UnknownVariable {
                         name: name.to_owned(),
@@ -1011,6 +1016,11 @@ mod tests {
         assert_eq!(u[14], b'4');
         assert_eq!(ev("{{ uuid('seed') }}"), u);
         assert_ne!(ev("{{ uuid('seed', 'two') }}"), u);
+        // Python: uuid.uuid3(uuid.NAMESPACE_URL, "127.0.0.1:5000")
+        assert_eq!(
+            ev("{{ uuid3('127.0.0.1:5000') }}"),
+            b"cd11d970-819d-39e8-89ef-6798d9ef376f"
+        );
     }
 
     #[test]

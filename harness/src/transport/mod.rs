@@ -93,11 +93,25 @@ impl ConnectError {
 
 /// Opens a stream to `addr` (a `host:port`), doing the TLS handshake when the transport asks
 /// for it. Each phase is bounded by `timeout`.
+/// An open stream and the local address the target sees it come from.
+pub struct Connected {
+    pub stream: BoxStream,
+    pub local: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
 pub async fn connect(
     addr: &str,
     transport: &Transport,
     timeout: Duration,
-) -> Result<BoxStream, ConnectError> {
+) -> Result<Connected, ConnectError> {
     let resolved: Vec<SocketAddr> = tokio::net::lookup_host(addr)
         .await
         .map_err(|source| ConnectError::Resolve {
@@ -133,23 +147,27 @@ pub async fn connect(
     };
     // Small request/response protocols: never wait for Nagle.
     let _ = tcp.set_nodelay(true);
-    match transport {
-        Transport::Tcp => Ok(Box::new(tcp)),
+    let local = tcp.local_addr().ok();
+    let stream: BoxStream = match transport {
+        Transport::Tcp => Box::new(tcp),
         Transport::Tls {
             config,
             server_name,
         } => {
             let connector = TlsConnector::from(config.clone());
             match tokio::time::timeout(timeout, connector.connect(server_name.clone(), tcp)).await {
-                Err(_) => Err(ConnectError::HandshakeTimeout {
-                    addr: addr.to_owned(),
-                    after: timeout,
-                }),
-                Ok(Err(e)) => Err(handshake_error(addr, &e)),
-                Ok(Ok(tls)) => Ok(Box::new(tls)),
+                Err(_) => {
+                    return Err(ConnectError::HandshakeTimeout {
+                        addr: addr.to_owned(),
+                        after: timeout,
+                    });
+                }
+                Ok(Err(e)) => return Err(handshake_error(addr, &e)),
+                Ok(Ok(tls)) => Box::new(tls),
             }
         }
-    }
+    };
+    Ok(Connected { stream, local })
 }
 
 /// What is wrong with a rejected certificate, in words.

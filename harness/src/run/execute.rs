@@ -163,8 +163,8 @@ struct Exec<'a> {
     timeout: Duration,
     /// The connection of the latest send: who `others` leaves out.
     last_sender: Option<String>,
-    /// The connection of the latest send, until something is received (for `gap:`).
-    sent_last: Option<String>,
+    /// Connections whose last step was a send, nothing received since (for `gap:`).
+    sent_last: std::collections::BTreeSet<String>,
     /// The background rules with replies, once expanded.
     responders: Option<Arc<[Responder]>>,
     /// Compiled regular expressions by pattern.
@@ -208,7 +208,7 @@ impl<'a> Exec<'a> {
             require_line_end,
             timeout: settings.timeout.unwrap_or(scenario.timeout),
             last_sender: None,
-            sent_last: None,
+            sent_last: Default::default(),
             responders: None,
             regexes: Default::default(),
         }
@@ -364,10 +364,9 @@ impl<'a> Exec<'a> {
             split_at(&mut bytes, &send.split).map_err(|m| StepError::new(Outcome::Error, m))?;
         let timeout = self.timeout;
         // Pause-framed protocols: two sends in a row need a pause between them.
-        if !self.scenario.gap.is_zero() && self.sent_last.as_deref() == Some(send.conn.as_str()) {
+        if !self.scenario.gap.is_zero() && !self.sent_last.insert(send.conn.clone()) {
             tokio::time::sleep(self.scenario.gap).await;
         }
-        self.sent_last = Some(send.conn.clone());
         self.last_sender = Some(send.conn.clone());
         let conn = self.conn(&send.conn).await?;
         let mut writes = 0;
@@ -864,7 +863,7 @@ impl<'a> Exec<'a> {
         wanted: &str,
     ) -> Result<(Frame, Instant), StepError> {
         let event = self.conn(name).await?.recv(deadline).await;
-        self.sent_last = None;
+        self.sent_last.remove(name);
         self.record_answered(name);
         match event {
             Ok(Incoming::Message(frame, arrived)) => {

@@ -248,6 +248,152 @@ fn check_chat_line(line: &[u8]) {
     }
 }
 
+/// Feeds the stream to a packet [`PacketDecoder`](crate::packet::codec::PacketDecoder) in
+/// every checksum mode (none, big, little, either), draining it after every read. Byte 1 is
+/// the packet limit: 0 for the protocol's 10,000 bytes, `n` for `16 + n`.
+///
+/// Checks that every packet decoded re-encodes to exactly the bytes it was decoded from, as
+/// given (`encode_raw`) and, when a checksum mode passed it, with its length and checksum
+/// computed in the pairing that matched; that every error is typed and points at the start
+/// of the packet it is about (a bad checksum names the field found and the checksum
+/// expected, a bad length the field, below 16 or over the limit), that a bad length is fatal
+/// and sticky and frees the buffer; that all modes cut the stream at the same places; that
+/// each drain ends; that a drained decoder holds less than the limit; and that `finish`
+/// reports exactly the bytes left over.
+pub fn packet_decoder(data: &[u8]) {
+    use crate::packet::codec::{
+        ChecksumMode, DecodeError, HEADER_LEN, Header, MAX_PACKET, Packet, PacketDecoder,
+    };
+
+    let Some(input) = FuzzInput::parse(data) else {
+        return;
+    };
+    let limit = input.limit.map_or(MAX_PACKET, |n| HEADER_LEN + n);
+    let stream = input.reads.concat();
+    let mut framings = Vec::new();
+    for mode in [
+        None,
+        Some(ChecksumMode::Big),
+        Some(ChecksumMode::Little),
+        Some(ChecksumMode::Either),
+    ] {
+        let mut decoder = PacketDecoder::with_max_packet(mode, limit);
+        // Stream offsets where each packet (or error) starts.
+        let mut frames = Vec::new();
+        let mut consumed = 0usize;
+        let mut fed = 0usize;
+        let mut fatal = None;
+        for read in &input.reads {
+            decoder.feed(read);
+            fed += read.len();
+            if let Some(e) = fatal {
+                assert_eq!(decoder.buffered(), 0, "{mode:?}: bytes kept after {e}");
+                assert_eq!(
+                    decoder.next_packet(),
+                    Err(e),
+                    "{mode:?}: a fatal error is sticky"
+                );
+                continue;
+            }
+            let buffered = decoder.buffered();
+            let mut results = 0;
+            loop {
+                match decoder.next_packet() {
+                    Ok(None) => break,
+                    Ok(Some(packet)) => {
+                        frames.push(consumed);
+                        let end = consumed + packet.len();
+                        assert!(end <= fed, "{mode:?}: {packet:?} runs past the bytes fed");
+                        assert!(packet.len() <= limit, "{mode:?}: {packet:?} over the limit");
+                        let bytes = &stream[consumed..end];
+                        let mut raw = Vec::new();
+                        packet.encode_raw(packet.length_field(), &mut raw);
+                        assert_eq!(raw, bytes, "{mode:?}: {packet:?} re-encodes differently");
+                        if let Some(mode) = mode {
+                            let pairing = packet.verify(mode).unwrap_or_else(|e| {
+                                panic!("{mode:?}: {packet:?} passed with a bad checksum: {e}")
+                            });
+                            assert_eq!(
+                                packet.to_bytes(pairing),
+                                bytes,
+                                "{mode:?}: {packet:?} re-encodes differently"
+                            );
+                        }
+                        consumed = end;
+                    }
+                    Err(e) => {
+                        frames.push(consumed);
+                        assert_eq!(
+                            e.offset(),
+                            consumed as u64,
+                            "{mode:?}: {e} points elsewhere"
+                        );
+                        assert!(consumed < fed, "{mode:?}: {e} points past the bytes fed");
+                        let header = Header::parse(&stream[consumed..fed])
+                            .unwrap_or_else(|| panic!("{mode:?}: {e} before a whole header"));
+                        match e {
+                            DecodeError::BadChecksum { mismatch, .. } => {
+                                assert_eq!(Some(mismatch.mode), mode, "{e}: in another mode");
+                                assert_eq!(mismatch.found, header.checksum, "{e}: not the field");
+                                let length = usize::try_from(header.length).unwrap_or(0);
+                                let end = consumed + length;
+                                assert!(end <= fed, "{e}: the packet is not all in");
+                                let (packet, used) =
+                                    Packet::decode(&stream[consumed..end], None, limit)
+                                        .unwrap_or_else(|e| panic!("{e}: undecodable unverified"))
+                                        .unwrap_or_else(|| panic!("{e}: incomplete unverified"));
+                                assert_eq!(used, length);
+                                assert_eq!(packet.verify(mismatch.mode), Err(mismatch));
+                                consumed = end;
+                            }
+                            DecodeError::LengthTooSmall { length, .. } => {
+                                assert_eq!(length, header.length, "{e}: not the field");
+                                assert!(usize::try_from(length).map_or(true, |n| n < HEADER_LEN));
+                            }
+                            DecodeError::LengthTooLarge { length, max, .. } => {
+                                assert_eq!(length, header.length, "{e}: not the field");
+                                assert_eq!(max, limit, "{e}: not the limit");
+                                assert!(usize::try_from(length).is_ok_and(|n| n > limit));
+                            }
+                            DecodeError::Truncated { .. } => {
+                                panic!("{mode:?}: next_packet reports {e}")
+                            }
+                        }
+                        if e.is_fatal() {
+                            assert_eq!(decoder.buffered(), 0, "{mode:?}: bytes kept after {e}");
+                            fatal = Some(e);
+                            break;
+                        }
+                    }
+                }
+                results += 1;
+                assert!(
+                    results <= 2 * buffered + 2,
+                    "{mode:?}: the decoder returns results without consuming input"
+                );
+            }
+            assert!(
+                decoder.buffered() < limit,
+                "{mode:?}: a drained decoder holds {} bytes, the limit is {limit}",
+                decoder.buffered()
+            );
+        }
+        match decoder.finish() {
+            Ok(()) => assert_eq!(consumed, fed, "{mode:?}: bytes lost at the end"),
+            Err(DecodeError::Truncated { offset, got, .. }) => {
+                assert_eq!(offset, consumed as u64, "{mode:?}: truncated elsewhere");
+                assert_eq!(got, fed - consumed, "{mode:?}: not what is left");
+            }
+            Err(e) => assert_eq!(Some(e), fatal, "{mode:?}: finish reports {e}"),
+        }
+        framings.push(frames);
+    }
+    assert!(
+        framings.windows(2).all(|w| w[0] == w[1]),
+        "the checksum mode changes where packets start: {framings:?}"
+    );
+}
+
 /// The header and the stream, cut into reads.
 struct FuzzInput<'a> {
     limit: Option<usize>,
@@ -469,6 +615,47 @@ mod tests {
     #[test]
     fn kv_reply_corpus_and_regressions() {
         replay("kv_reply", kv_reply_decoder);
+    }
+
+    #[test]
+    fn packet_corpus_and_regressions() {
+        replay("packet", packet_decoder);
+    }
+
+    #[test]
+    fn a_packet_session_passes_in_any_cutting() {
+        use crate::packet::codec::{Packet, Pairing};
+
+        let mut session =
+            Packet::new(1, *b"sbmt", 20_200_000, Vec::new()).to_bytes(Pairing::BigEndian);
+        Packet::new(0, *b"abcd", 20_200_000, b"odd".to_vec())
+            .encode(Pairing::LittleEndian, &mut session);
+        let mut bad = Packet::new(1, *b"abcd", 20_200_000, b"even".to_vec());
+        bad.checksum = 0x1212;
+        bad.encode_raw(bad.length_field(), &mut session);
+        Packet::new(1, *b"GOOD", 50, b"DECRYPTED DATA MATCH".to_vec())
+            .encode(Pairing::BigEndian, &mut session);
+        let mut over = session.clone();
+        over.extend_from_slice(&[
+            0, 1, 0, 0, b'a', b'b', b'c', b'd', 0, 0, 0, 1, 0, 0, 0x27, 0x11,
+        ]);
+        for chunking in [1, 7, 16, 255] {
+            for limit in [0, 8, 200] {
+                for stream in [&session, &over] {
+                    let mut data = vec![chunking, limit];
+                    data.extend_from_slice(stream);
+                    packet_decoder(&data);
+                }
+            }
+        }
+        packet_decoder(b"\x00\x00\x05\x00\x01\x00\x00a\x0bbcd\x00\x00\x00\x01\x00\x00\x00\x0f");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn packet_decoder_on_any_bytes(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            packet_decoder(&data);
+        }
     }
 
     #[test]

@@ -6,4 +6,6 @@ pub mod chat;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod kv;
+pub mod mathsvc;
+pub mod packet;
 pub mod tls;

@@ -44,6 +44,10 @@ enum Command {
     KvClient(KvClientArgs),
     ChatServer(reference_impl::chat::server_cli::ChatServerArgs),
     ChatClient(reference_impl::chat::client::ChatClientArgs),
+    PacketServer(reference_impl::packet::cli::PacketServerArgs),
+    PacketClient(reference_impl::packet::cli::PacketClientArgs),
+    MathsvcServer(reference_impl::mathsvc::cli::ServerArgs),
+    MathsvcClient(reference_impl::mathsvc::cli::ClientArgs),
 }
 
 /// Message framing.
@@ -266,6 +270,14 @@ fn main() -> ExitCode {
             Command::KvClient(args) => kv_client(args).await,
             Command::ChatServer(args) => Ok(reference_impl::chat::server_cli::run(args).await),
             Command::ChatClient(args) => Ok(reference_impl::chat::client::run(args).await),
+            Command::PacketServer(args) => Ok(reference_impl::packet::cli::run_server(args).await),
+            Command::PacketClient(args) => Ok(reference_impl::packet::cli::run_client(args).await),
+            Command::MathsvcServer(args) => {
+                Ok(reference_impl::mathsvc::cli::run_server(args).await)
+            }
+            Command::MathsvcClient(args) => {
+                Ok(reference_impl::mathsvc::cli::run_client(args).await)
+            }
         }
     });
     match result {

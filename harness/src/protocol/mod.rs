@@ -10,6 +10,9 @@ use rustls_pki_types::CertificateDer;
 
 pub mod chat;
 pub mod kv;
+pub mod mathsvc;
+pub mod packet;
+pub mod packet_format;
 
 /// A protocol's binary packets, for `packet:` steps: built from fields, and taken apart into
 /// fields. Values are bytes: numbers as decimal text, byte fields as they are.
@@ -59,7 +62,12 @@ pub struct Protocol {
 }
 
 /// Every protocol the harness speaks.
-pub const PROTOCOLS: &[&Protocol] = &[&kv::PROTOCOL, &chat::PROTOCOL];
+pub const PROTOCOLS: &[&Protocol] = &[
+    &kv::PROTOCOL,
+    &chat::PROTOCOL,
+    &mathsvc::PROTOCOL,
+    &packet::PROTOCOL,
+];
 
 /// Looks a protocol up by name.
 pub fn find(name: &str) -> Option<&'static Protocol> {
@@ -109,6 +117,8 @@ pub struct ReferenceServer {
 enum Stopper {
     Kv(reference_impl::kv::server::RunningServer),
     Chat(reference_impl::chat::server::RunningServer),
+    Mathsvc(reference_impl::mathsvc::server::RunningServer),
+    Packet(reference_impl::packet::server::RunningServer),
 }
 
 impl ReferenceServer {
@@ -117,6 +127,8 @@ impl ReferenceServer {
         match self.stop {
             Stopper::Kv(server) => server.shutdown().await,
             Stopper::Chat(server) => server.shutdown().await,
+            Stopper::Mathsvc(server) => server.shutdown().await,
+            Stopper::Packet(server) => server.shutdown().await,
         }
     }
 }
@@ -143,6 +155,8 @@ pub async fn start_reference(
     match protocol.name {
         "kv" => kv::start(settings).await,
         "chat" => chat::start(settings).await,
+        "mathsvc" => mathsvc::start(settings).await,
+        "packet" => packet::start(settings).await,
         other => Err(ReferenceError::Start {
             protocol: other.to_owned(),
             reason: "no reference server for this protocol".into(),

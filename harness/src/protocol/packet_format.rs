@@ -127,7 +127,10 @@ impl PacketFormat for Packets {
         let data = &bytes[HEADER_LEN..];
         let fields = vec![
             ("flag".to_owned(), header.flag.to_string().into_bytes()),
-            ("checksum".to_owned(), header.checksum.to_string().into_bytes()),
+            (
+                "checksum".to_owned(),
+                header.checksum.to_string().into_bytes(),
+            ),
             ("keyword".to_owned(), header.keyword.to_vec()),
             ("sid".to_owned(), header.sid.to_string().into_bytes()),
             ("length".to_owned(), header.length.to_string().into_bytes()),
@@ -187,8 +190,8 @@ mod tests {
             ("data".to_owned(), b"hello".to_vec()),
         ];
         let bytes = Packets.encode(&fields, &no_vars).unwrap();
-        let reference = Packet::new(1, *b"sbmt", 12_345_678, b"hello".to_vec())
-            .to_bytes(Pairing::BigEndian);
+        let reference =
+            Packet::new(1, *b"sbmt", 12_345_678, b"hello".to_vec()).to_bytes(Pairing::BigEndian);
         assert_eq!(bytes, reference);
         let decoded = Packets.decode(&bytes, &no_vars).unwrap();
         assert_eq!(decoded.checksum_problem, None);
@@ -204,7 +207,11 @@ mod tests {
         ];
         let bytes = Packets.encode(&fields, &no_vars).unwrap();
         assert_eq!(&bytes[2..4], &[0x12, 0x34]);
-        let problem = Packets.decode(&bytes, &no_vars).unwrap().checksum_problem.unwrap();
+        let problem = Packets
+            .decode(&bytes, &no_vars)
+            .unwrap()
+            .checksum_problem
+            .unwrap();
         assert!(problem.contains("the length field says 99"), "{problem}");
         assert!(problem.contains("bad checksum 0x1234"), "{problem}");
         assert!(Packets.decode(&bytes[..10], &no_vars).is_err());

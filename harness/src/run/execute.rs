@@ -256,6 +256,13 @@ impl<'a> Exec<'a> {
                 self.close(conn).await;
                 Ok(())
             }
+            StepKind::Shutdown { conn } => {
+                let timeout = self.timeout;
+                self.conn(conn).await?.shutdown(timeout).await;
+                let at = self.elapsed();
+                self.transcript.push(at, conn, EntryKind::ShutDownByUs);
+                Ok(())
+            }
         }
     }
 
@@ -986,16 +993,26 @@ impl<'a> Exec<'a> {
         wanted: &str,
     ) -> Result<(), StepError> {
         let format = self.packet_format()?;
-        let actual = show_bytes(&frame.data);
+        let decoded = format.decode(&frame.data, &self.var_lookup());
+        // A packet is shown by its fields; what is not a packet, as bytes.
+        let actual = match &decoded {
+            Ok(d) => format!(
+                "a packet {{{}}}",
+                d.fields
+                    .iter()
+                    .map(|(n, v)| format!("{n}: {}", abbreviate(&show_bytes(v), 80)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Err(_) => show_bytes(&frame.data),
+        };
         let fail = |label: String| {
             let mut e = StepError::failed("unexpected packet").label(label);
             e.failure.expected = Some(wanted.to_owned());
             e.failure.actual = Some(abbreviate(&actual, SHOWN));
             e
         };
-        let decoded = format
-            .decode(&frame.data, &self.var_lookup())
-            .map_err(&fail)?;
+        let decoded = decoded.map_err(&fail)?;
         let mut bindings = Vec::new();
         for (name, t) in &p.fields {
             let Some((_, got)) = decoded.fields.iter().find(|(n, _)| n == name) else {

@@ -68,6 +68,8 @@ pub enum EntryKind {
         how: String,
     },
     ClosedByUs,
+    /// We closed our writing side and went on reading.
+    ShutDownByUs,
 }
 
 /// Message bytes, shown as text when they are printable and as hex otherwise.
@@ -307,6 +309,12 @@ impl Transcript {
                 }
                 EntryKind::ClosedByUs => {
                     let _ = write!(line, "{c}  closed by the harness");
+                }
+                EntryKind::ShutDownByUs => {
+                    let _ = write!(
+                        line,
+                        "{c}  the harness stopped writing (FIN), still reading"
+                    );
                 }
             }
             if e.background {

@@ -220,6 +220,11 @@ pub enum StepKind {
         duration: Duration,
     },
     Sleep(Duration),
+    /// Close our writing side only (TLS close_notify, then FIN) and keep reading: the
+    /// target sees the end of the stream and may still answer.
+    Shutdown {
+        conn: String,
+    },
     /// Expectations met in whatever order their messages arrive (each an `Expect` step).
     AnyOrder(Vec<Step>),
     /// Close our side of the connection (TLS close_notify, then FIN), then wait briefly for

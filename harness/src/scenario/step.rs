@@ -11,6 +11,7 @@
 //! - expect_silence: duration | {conn, for}
 //! - sleep: duration
 //! - close: ~ | conn
+//! - shutdown: ~ | conn                   half-close: FIN, then keep reading
 //! - connect: ~ | conn | {conn, port}   port: a number, or +N from the target's port
 //! - bisect: {conn, var, low, high, send, found, higher, lower}
 //!                                      find a hidden number by halving [low, high]
@@ -53,6 +54,7 @@ const STEP_KINDS: &[&str] = &[
     "expect_silence",
     "sleep",
     "close",
+    "shutdown",
     "connect",
     "any_order",
     "bisect",
@@ -82,7 +84,7 @@ const SILENCE_KEYS: &[&str] = &["conn", "for"];
 
 const STEP_HELP: &str = "a step is a mapping with one key: `C -> S: message`, \
                          `S -> C: message`, or one of `send`, `expect`, `expect_close`, \
-                         `expect_silence`, `sleep`, `close`, `connect`, `any_order`";
+                         `expect_silence`, `sleep`, `close`, `shutdown`, `connect`, `any_order`";
 
 /// Parses the value of `steps:`; `key` is the `steps` key, for errors about the list.
 pub(crate) fn steps(ctx: &mut Ctx, key: &Node, value: &Node) -> Vec<Step> {
@@ -158,6 +160,7 @@ fn step(ctx: &mut Ctx, item: &Node, current: &mut String) -> Option<Step> {
         "expect_silence" => expect_silence(ctx, key, value, current),
         "sleep" => ctx.duration(value, "sleep").map(StepKind::Sleep),
         "close" => conn_or_current(ctx, value, current).map(|conn| StepKind::Close { conn }),
+        "shutdown" => conn_or_current(ctx, value, current).map(|conn| StepKind::Shutdown { conn }),
         "connect" => connect(ctx, value, current),
         "bisect" => bisect(ctx, key, value, current),
         "any_order" => any_order(ctx, key, value, current),

@@ -299,31 +299,7 @@ fn every_chat_fault_has_a_case() {
 /// Every fault at once, each against its own server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_chat_fault_fails_its_scenarios() {
-    let results = join_all(CASES.iter().map(run_case).collect()).await;
+    let results = support::join_all(CASES.iter().map(run_case).collect()).await;
     let problems: Vec<String> = results.into_iter().filter_map(Result::err).collect();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-}
-
-/// Polls every future until all are done (they need not be `Send`).
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if out.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *out = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod broken;
+mod broken_binary;
 mod broken_chat;
 mod cli;
 mod hostile;

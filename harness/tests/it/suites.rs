@@ -289,3 +289,27 @@ async fn renamed_headers_are_mapped_by_vars() {
         renamed.results[0].failure
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packet_and_math_suites_pass_against_the_reference_servers_and_their_transcripts_hold() {
+    let suites = support::load(&["scenarios/packet", "scenarios/mathsvc"]);
+    let report = support::run(&suites, &RunOptions::default()).await;
+    let problems: Vec<String> = report
+        .results
+        .iter()
+        .filter(|r| r.outcome != Outcome::Passed)
+        .map(|r| format!("{} {:?}: {:?}", r.id, r.outcome, r.failure))
+        .collect();
+    assert!(problems.is_empty(), "{problems:#?}");
+    let mut settings = snapshot_settings();
+    // Client UUIDs depend on the port the client connected from.
+    settings.add_filter(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+        "[uuid]",
+    );
+    for r in &report.results {
+        let redact = [(r.uniq.clone(), "{{uniq}}".to_owned())];
+        let transcript = r.transcript.render_steps(&redact);
+        settings.bind(|| insta::assert_snapshot!(snapshot_name(&r.id), transcript));
+    }
+}

@@ -91,3 +91,57 @@ pub fn against_chat(server: &ReferenceServer) -> RunOptions {
         ..RunOptions::default()
     }
 }
+
+/// Starts a packet grading server with some behaviours broken, as the built-in one runs
+/// (a 500-byte text from a fixed seed).
+pub async fn packet_server(faults: &[reference_impl::packet::fault::Fault]) -> ReferenceServer {
+    let config = reference_impl::packet::server::ServerConfig {
+        faults: faults.iter().copied().collect(),
+        text_len: 500..=500,
+        seed: Some(1),
+        ..reference_impl::packet::server::ServerConfig::default()
+    };
+    protocol::packet::start_with(config).await.unwrap()
+}
+
+/// Starts a math service server with some behaviours broken.
+pub async fn mathsvc_server(faults: &[reference_impl::mathsvc::fault::Fault]) -> ReferenceServer {
+    let config = reference_impl::mathsvc::server::ServerConfig {
+        faults: faults.iter().copied().collect(),
+        ..reference_impl::mathsvc::server::ServerConfig::default()
+    };
+    protocol::mathsvc::start_with(config).await.unwrap()
+}
+
+/// Options aimed at a plain-TCP server started by the test.
+pub fn against_plain(server: &ReferenceServer) -> RunOptions {
+    RunOptions {
+        target: Some(server.addr.to_string()),
+        vars: server.vars.clone(),
+        ..RunOptions::default()
+    }
+}
+
+/// Polls every future until all are done (they need not be `Send`).
+pub async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}

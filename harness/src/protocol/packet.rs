@@ -2,9 +2,8 @@
 //! by their length field, `packet:` steps, and the course's grading server from
 //! `reference_impl::packet`.
 //!
-//! The built-in server sends a short text (500 bytes: one packet) from a fixed seed, so that
-//! a scenario can read the whole stream in one step and transcripts repeat; `reference`
-//! settings change that.
+//! The built-in server sends a 12,000-byte text (two packets) from a fixed seed, so that
+//! transcripts repeat; `reference` settings change that.
 
 use std::collections::BTreeMap;
 
@@ -39,7 +38,7 @@ pub const PROTOCOL: Protocol = Protocol {
         ),
         (
             "text_len",
-            "bytes of text the server sends, default 500 (one packet)",
+            "bytes of text the server sends, default 12000 (two packets)",
         ),
         ("seed", "seed of the key and text, default 1"),
     ],
@@ -55,7 +54,7 @@ pub(super) async fn start(
         reason: reason.into(),
     };
     let mut config = ServerConfig {
-        text_len: 500..=500,
+        text_len: 12_000..=12_000,
         seed: Some(1),
         ..ServerConfig::default()
     };

@@ -357,7 +357,7 @@ impl<'a> Exec<'a> {
     }
 
     async fn send(&mut self, send: &Send) -> Result<(), StepError> {
-        let mut bytes = match &send.payload {
+        let bytes = match &send.payload {
             Payload::Line(t) => {
                 let mut b = self.renamed(self.expand(t)?);
                 b.extend_from_slice(&self.line_end);
@@ -365,10 +365,27 @@ impl<'a> Exec<'a> {
             }
             Payload::Bytes(t) => self.expand(t)?,
             Payload::Hex(t) => decode_hex(&self.expand(t)?, t)?,
-            Payload::Packet(p) => self.encode_packet(p)?,
+            Payload::Packet(p) => match send.chunk {
+                None => self.encode_packet(p)?,
+                Some(size) => {
+                    let (bytes, offsets) = self.encode_packets(p, size)?;
+                    return self.write_pieces(send, bytes, &offsets).await;
+                }
+            },
         };
+        let split = send.split.clone();
+        self.write_pieces(send, bytes, &split).await
+    }
+
+    /// Writes `bytes` cut at `offsets`, one write each, and records it.
+    async fn write_pieces(
+        &mut self,
+        send: &Send,
+        mut bytes: Vec<u8>,
+        offsets: &[usize],
+    ) -> Result<(), StepError> {
         let pieces =
-            split_at(&mut bytes, &send.split).map_err(|m| StepError::new(Outcome::Error, m))?;
+            split_at(&mut bytes, offsets).map_err(|m| StepError::new(Outcome::Error, m))?;
         let timeout = self.timeout;
         // Pause-framed protocols: two sends in a row need a pause between them.
         if !self.scenario.gap.is_zero() && !self.sent_last.insert(send.conn.clone()) {
@@ -484,6 +501,23 @@ impl<'a> Exec<'a> {
                 (start + within, within, None)
             }
         };
+        // A repeated packet expectation gathers `<any+:name>` fields afresh.
+        if expect.until.is_some()
+            && let Matcher::Packet(p) = &expect.matcher
+        {
+            for (_, t) in &p.fields {
+                if let Some(var) = t
+                    .literal()
+                    .as_deref()
+                    .and_then(|l| l.strip_prefix("<any+:"))
+                    .and_then(|l| l.strip_suffix('>'))
+                {
+                    self.env.set(var.to_owned(), Vec::new());
+                }
+            }
+        }
+        let mut deadline = deadline;
+        let mut packets = 0usize;
         loop {
             let (frame, arrived) = match self.next_message(name, deadline, within, wanted).await {
                 Err(mut e) if e.outcome == Outcome::TimedOut => {
@@ -503,6 +537,20 @@ impl<'a> Exec<'a> {
                 Ok(()) => {
                     if let Some(conn) = self.conns.get_mut(name) {
                         conn.last_message_at = arrived;
+                    }
+                    if let Some(until) = &expect.until
+                        && !self.packet_ends_stream(until, &frame)?
+                    {
+                        packets += 1;
+                        if packets >= MAX_STREAM_PACKETS {
+                            return Err(StepError::failed(format!(
+                                "{packets} packets on `{name}` and none ends the stream"
+                            ))
+                            .label("expected a packet the `until` fields match"));
+                        }
+                        // Each packet of the stream gets the step's whole deadline.
+                        deadline = Instant::now() + within;
+                        continue;
                     }
                     if let Some((since, at)) = earliest {
                         let after = arrived.saturating_duration_since(since);
@@ -971,17 +1019,61 @@ impl<'a> Exec<'a> {
 
     /// The bytes of a packet given by its fields.
     fn encode_packet(&self, p: &PacketSpec) -> Result<Vec<u8>, StepError> {
+        self.encode_packet_with(p, &[])
+    }
+
+    /// As `encode_packet`, with some fields given as bytes.
+    fn encode_packet_with(
+        &self,
+        p: &PacketSpec,
+        extra: &[(&str, &[u8])],
+    ) -> Result<Vec<u8>, StepError> {
         let format = self.packet_format()?;
-        let mut fields = Vec::with_capacity(p.fields.len());
+        let mut fields = Vec::with_capacity(p.fields.len() + extra.len());
         for (name, t) in &p.fields {
             if !format.fields().contains(&name.as_str()) {
                 return Err(unknown_field(name, format, t.span));
             }
             fields.push((name.clone(), self.expand(t)?));
         }
+        for (name, value) in extra {
+            fields.push(((*name).to_owned(), value.to_vec()));
+        }
         format
             .encode(&fields, &self.var_lookup())
             .map_err(|e| StepError::new(Outcome::Error, e).span(p.span))
+    }
+
+    /// The packets of `p` with its data cut into pieces of at most `size` bytes (flag 0,
+    /// the last 1), and where each packet starts after the first.
+    fn encode_packets(
+        &self,
+        p: &PacketSpec,
+        size: usize,
+    ) -> Result<(Vec<u8>, Vec<usize>), StepError> {
+        let data = match p.get("data") {
+            Some(t) => self.expand(t)?,
+            None => Vec::new(),
+        };
+        let pieces: Vec<&[u8]> = if data.is_empty() {
+            vec![&[]]
+        } else {
+            data.chunks(size).collect()
+        };
+        let mut out = Vec::new();
+        let mut offsets = Vec::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            let flag = if i + 1 == pieces.len() { "1" } else { "0" };
+            let mut spec = p.clone();
+            spec.fields.retain(|(n, _)| n != "flag" && n != "data");
+            let bytes =
+                self.encode_packet_with(&spec, &[("flag", flag.as_bytes()), ("data", piece)])?;
+            if i > 0 {
+                offsets.push(out.len());
+            }
+            out.extend_from_slice(&bytes);
+        }
+        Ok((out, offsets))
     }
 
     /// Checks a received packet field by field; `<any>` takes anything and `<any:name>`
@@ -1024,7 +1116,9 @@ impl<'a> Exec<'a> {
                     .map(str::to_owned)
             }) {
                 if let Some(var) = placeholder.strip_prefix(':') {
-                    bindings.push((var.to_owned(), got.clone()));
+                    bindings.push((var.to_owned(), got.clone(), false));
+                } else if let Some(var) = placeholder.strip_prefix("+:") {
+                    bindings.push((var.to_owned(), got.clone(), true));
                 }
                 continue;
             }
@@ -1042,10 +1136,32 @@ impl<'a> Exec<'a> {
         {
             return Err(fail(problem));
         }
-        for (name, value) in bindings {
+        for (name, value, append) in bindings {
+            let value = match (append, self.env.get(&name)) {
+                (true, Some(before)) => [before, value.as_slice()].concat(),
+                _ => value,
+            };
             self.env.set(name, value);
         }
         Ok(())
+    }
+
+    /// Whether a received packet's fields are those `until` names (the last packet of a
+    /// stream).
+    fn packet_ends_stream(&self, until: &PacketSpec, frame: &Frame) -> Result<bool, StepError> {
+        let format = self.packet_format()?;
+        let Ok(decoded) = format.decode(&frame.data, &self.var_lookup()) else {
+            return Ok(false);
+        };
+        for (name, t) in &until.fields {
+            let Some((_, got)) = decoded.fields.iter().find(|(n, _)| n == name) else {
+                return Err(unknown_field(name, format, t.span));
+            };
+            if &self.expand(t)? != got {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn check(
@@ -1346,6 +1462,9 @@ fn unknown_field(name: &str, format: &dyn PacketFormat, span: Span) -> StepError
     }
     e
 }
+
+/// Most packets one `until` expectation reads.
+const MAX_STREAM_PACKETS: usize = 100_000;
 
 /// Characters of a message a failure shows.
 const SHOWN: usize = 300;

@@ -242,6 +242,9 @@ pub struct Send {
     pub split: Vec<usize>,
     /// Pause between the writes of a split send.
     pub pause: Duration,
+    /// Packets only: cut `data` into packets of at most this many bytes, each its own
+    /// write, `flag` 0 on all but the last, which gets 1.
+    pub chunk: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -282,6 +285,10 @@ pub struct Expect {
     pub subset: bool,
     /// The message must arrive this long after the previous message on its connection.
     pub at: Option<At>,
+    /// Packets only: expect packets like `matcher` over and over, until one whose fields
+    /// match these (a stream that ends with a flagged packet). `<any+:name>` fields gather
+    /// the packets' values into one variable.
+    pub until: Option<PacketSpec>,
 }
 
 /// `bisect:` a number guessed by halving a range.

@@ -5,7 +5,7 @@
 //! - S -> C: text | re:regex           expect on C            (step span: the text)
 //! - send: text | {conn, text|bytes|hex|packet, split, pause}  (step span: `send`)
 //! - S -> others: text                 expect on every open connection but the last sender
-//! - expect: text | {conn, text|re|bytes|hex, within, subset, at, tolerance}
+//! - expect: text | {conn, text|re|bytes|hex|packet, within, subset, at, tolerance, until}
 //! - any_order: [expect steps]          the messages may arrive in any order
 //! - expect_close: ~ | conn | {conn, within}
 //! - expect_silence: duration | {conn, for}
@@ -59,7 +59,9 @@ const STEP_KINDS: &[&str] = &[
     "any_order",
     "bisect",
 ];
-const SEND_KEYS: &[&str] = &["conn", "text", "bytes", "hex", "packet", "split", "pause"];
+const SEND_KEYS: &[&str] = &[
+    "conn", "text", "bytes", "hex", "packet", "split", "pause", "chunk",
+];
 const SEND_PAYLOADS: &[&str] = &["text", "bytes", "hex", "packet"];
 const EXPECT_KEYS: &[&str] = &[
     "conn",
@@ -72,6 +74,7 @@ const EXPECT_KEYS: &[&str] = &[
     "at",
     "tolerance",
     "packet",
+    "until",
 ];
 const BACKGROUND_KEYS: &[&str] = &["on", "reply"];
 const CONNECT_KEYS: &[&str] = &["conn", "port"];
@@ -272,6 +275,7 @@ fn arrow(
             payload,
             split: Vec::new(),
             pause: Duration::ZERO,
+            chunk: None,
         })
     } else {
         let matcher = match text.strip_prefix("re:") {
@@ -289,6 +293,7 @@ fn arrow(
             within: None,
             subset: false,
             at: None,
+            until: None,
         })
     };
     conn_ok.then_some(Step { kind, span })
@@ -422,6 +427,7 @@ fn send(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Option
             payload: Payload::Line(ctx.template(value, 0)?),
             split: Vec::new(),
             pause: Duration::ZERO,
+            chunk: None,
         }));
     }
     if !matches!(value.kind, Kind::Map(_)) {
@@ -463,11 +469,26 @@ fn send(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Option
         Some(node) => ctx.duration(node, "pause"),
         None => Some(Duration::ZERO),
     };
+    let chunk = match f.get("chunk") {
+        Some(node) => {
+            let n = ctx.int(node, "chunk")?;
+            if n == 0 || !matches!(payload, Some(Payload::Packet(_))) {
+                let d = ctx
+                    .error(node.span, "`chunk` cuts a packet's data: a size above 0, with `packet`")
+                    .with_help("e.g. `- send: { packet: { keyword: abcd, data: \"{{text}}\" }, chunk: 9984 }`");
+                ctx.push(d);
+                return None;
+            }
+            Some(n as usize)
+        }
+        None => None,
+    };
     Some(StepKind::Send(Send {
         conn: conn?,
         payload: payload?,
         split: split?,
         pause: pause?,
+        chunk,
     }))
 }
 
@@ -561,6 +582,7 @@ fn expect(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Opti
             within: None,
             subset: false,
             at: None,
+            until: None,
         }));
     }
     if !matches!(value.kind, Kind::Map(_)) {
@@ -634,12 +656,26 @@ fn expect(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Opti
         ctx.push(d);
         return None;
     }
+    let until = match f.get("until") {
+        Some(node) => {
+            if !matches!(matcher, Some(Matcher::Packet(_))) {
+                let d = ctx
+                    .error(node.span, "`until` repeats a `packet` expectation")
+                    .with_help("e.g. `- expect: { packet: { data: \"<any+:text>\" }, until: { flag: 1 } }`");
+                ctx.push(d);
+                return None;
+            }
+            Some(packet(ctx, node)?)
+        }
+        None => None,
+    };
     Some(StepKind::Expect(Expect {
         conn: conn?,
         matcher: matcher?,
         within,
         subset,
         at,
+        until,
     }))
 }
 
@@ -740,6 +776,7 @@ fn bisect(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Opti
             within: None,
             subset: false,
             at: None,
+            until: None,
         })
     };
     let send = text(ctx, "send").map(|t| Send {
@@ -747,6 +784,7 @@ fn bisect(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Opti
         payload: Payload::Line(t),
         split: Vec::new(),
         pause: Duration::ZERO,
+        chunk: None,
     });
     let (found, higher, lower) = (
         expect(ctx, "found"),

@@ -784,7 +784,7 @@ fn json_capture_names(t: &Template) -> Vec<String> {
             .strip_prefix('<')
             .and_then(|l| l.strip_suffix('>'))
             .and_then(|l| l.split_once(':'))
-        && matches!(kind, "any" | "string" | "number" | "uuid")
+        && matches!(kind, "any" | "any+" | "string" | "number" | "uuid")
         && is_ident(name)
     {
         names.push(name.to_owned());

@@ -700,6 +700,9 @@ steps:
   - bisect: { var: n, send: x }
   - bisect: nope
   - connect: { conn: D, prot: 1 }
+  - expect: { text: PING, until: { flag: 1 } }
+  - send: { text: hello, chunk: 10 }
+  - send: { packet: { data: x }, chunk: 0 }
 ",
     );
     snapshot("connect_and_bisect_errors", &out);

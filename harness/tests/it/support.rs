@@ -93,11 +93,11 @@ pub fn against_chat(server: &ReferenceServer) -> RunOptions {
 }
 
 /// Starts a packet grading server with some behaviours broken, as the built-in one runs
-/// (a 500-byte text from a fixed seed).
+/// (a 12,000-byte text from a fixed seed).
 pub async fn packet_server(faults: &[reference_impl::packet::fault::Fault]) -> ReferenceServer {
     let config = reference_impl::packet::server::ServerConfig {
         faults: faults.iter().copied().collect(),
-        text_len: 500..=500,
+        text_len: 12_000..=12_000,
         seed: Some(1),
         ..reference_impl::packet::server::ServerConfig::default()
     };

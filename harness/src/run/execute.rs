@@ -784,14 +784,8 @@ impl<'a> Exec<'a> {
     fn record(&mut self, name: &str, answered: Vec<Answered>) {
         for a in answered {
             let at = self.at(a.at);
-            self.transcript.push_background(
-                at,
-                name,
-                EntryKind::Received {
-                    data: Data::new(&a.frame.data),
-                    terminated: a.frame.terminated,
-                },
-            );
+            self.transcript
+                .push_background(at, name, EntryKind::received(&a.frame));
             let kind = match a.written {
                 Ok(()) => EntryKind::Sent {
                     data: Data::new(&a.reply),
@@ -923,14 +917,7 @@ impl<'a> Exec<'a> {
         match event {
             Ok(Incoming::Message(frame, arrived)) => {
                 let at = self.at(arrived);
-                self.transcript.push(
-                    at,
-                    name,
-                    EntryKind::Received {
-                        data: Data::new(&frame.data),
-                        terminated: frame.terminated,
-                    },
-                );
+                self.transcript.push(at, name, EntryKind::received(&frame));
                 Ok((frame, arrived))
             }
             Ok(Incoming::TooLong(too_long, at)) => {
@@ -1280,14 +1267,7 @@ impl<'a> Exec<'a> {
                 Ok(Incoming::Message(frame, at)) => {
                     let at = self.at(at);
                     let actual = show_bytes(&frame.data);
-                    self.transcript.push(
-                        at,
-                        name,
-                        EntryKind::Received {
-                            data: Data::new(&frame.data),
-                            terminated: frame.terminated,
-                        },
-                    );
+                    self.transcript.push(at, name, EntryKind::received(&frame));
                     if self.background(name, &frame).await? {
                         continue;
                     }
@@ -1341,14 +1321,7 @@ impl<'a> Exec<'a> {
                     Ok(Incoming::Message(frame, at)) => {
                         let at = self.at(at);
                         let actual = show_bytes(&frame.data);
-                        self.transcript.push(
-                            at,
-                            &name,
-                            EntryKind::Received {
-                                data: Data::new(&frame.data),
-                                terminated: frame.terminated,
-                            },
-                        );
+                        self.transcript.push(at, &name, EntryKind::received(&frame));
                         if self.background(&name, &frame).await? {
                             continue;
                         }
@@ -1403,14 +1376,7 @@ impl<'a> Exec<'a> {
             match event {
                 Ok(Incoming::Message(frame, at)) => {
                     let at = self.at(at);
-                    self.transcript.push(
-                        at,
-                        name,
-                        EntryKind::Received {
-                            data: Data::new(&frame.data),
-                            terminated: frame.terminated,
-                        },
-                    );
+                    self.transcript.push(at, name, EntryKind::received(&frame));
                     // Traffic the background rules cover is no one's concern here either.
                     if self
                         .scenario

@@ -72,6 +72,16 @@ pub enum EntryKind {
     ShutDownByUs,
 }
 
+impl EntryKind {
+    /// A message received from the target.
+    pub fn received(frame: &super::framing::Frame) -> Self {
+        EntryKind::Received {
+            data: Data::new(&frame.data),
+            terminated: frame.terminated,
+        }
+    }
+}
+
 /// Message bytes, shown as text when they are printable and as hex otherwise.
 #[derive(Debug, Clone, Serialize)]
 pub struct Data {

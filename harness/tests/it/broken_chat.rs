@@ -6,15 +6,14 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use harness::run::{Outcome, RunReport};
+use harness::run::Outcome;
 use reference_impl::chat::fault::Fault;
 
 use crate::support;
 
 use Outcome::{Failed, TimedOut};
 
-/// A scenario that catches a fault: its id, how it ends, and the line of the failing step.
-type Caught = (&'static str, Outcome, u32);
+use support::Caught;
 
 /// One fault: the scenario files it runs (under scenarios/chat) and what must fail.
 struct Case {
@@ -234,53 +233,7 @@ async fn run_case(case: &Case) -> Result<(), String> {
     };
     let report = support::run(&suites, &opts).await;
     server.stop().await;
-    let mut actual: Vec<(String, Outcome, u32)> = report
-        .results
-        .iter()
-        .filter(|r| r.outcome.is_problem())
-        .map(|r| {
-            let line = r
-                .failure
-                .as_ref()
-                .and_then(|f| f.span)
-                .map_or(0, |s| s.line);
-            (r.id.clone(), r.outcome, line)
-        })
-        .collect();
-    actual.sort();
-    let mut expected: Vec<(String, Outcome, u32)> = case
-        .caught
-        .iter()
-        .map(|&(id, o, l)| (id.to_owned(), o, l))
-        .collect();
-    expected.sort();
-    if actual == expected {
-        Ok(())
-    } else {
-        Err(format!(
-            "fault `{}`:\n  expected {expected:?}\n  actual   {actual:?}\n{}",
-            case.fault.name(),
-            describe(&report)
-        ))
-    }
-}
-
-fn describe(report: &RunReport) -> String {
-    report
-        .results
-        .iter()
-        .filter(|r| r.outcome.is_problem())
-        .map(|r| {
-            let f = r.failure.as_ref();
-            format!(
-                "    {} {:?}: {} | {}\n",
-                r.id,
-                r.outcome,
-                f.map(|f| f.message.as_str()).unwrap_or_default(),
-                f.and_then(|f| f.label.as_deref()).unwrap_or_default()
-            )
-        })
-        .collect()
+    support::compare_caught(case.fault.name(), &report, case.caught)
 }
 
 #[test]

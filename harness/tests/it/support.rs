@@ -145,3 +145,51 @@ pub async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
     .await;
     outputs.into_iter().flatten().collect()
 }
+
+/// A scenario that catches a fault: its id, how it ends, and the line of the failing step.
+pub type Caught = (&'static str, harness::run::Outcome, u32);
+
+/// `Ok` when exactly the `caught` scenarios did not pass, each ending as listed at the listed
+/// line; else a message naming `fault` with both lists and every failure.
+pub fn compare_caught(fault: &str, report: &RunReport, caught: &[Caught]) -> Result<(), String> {
+    let mut actual: Vec<(String, harness::run::Outcome, u32)> = report
+        .results
+        .iter()
+        .filter(|r| r.outcome.is_problem())
+        .map(|r| {
+            let line = r
+                .failure
+                .as_ref()
+                .and_then(|f| f.span)
+                .map_or(0, |s| s.line);
+            (r.id.clone(), r.outcome, line)
+        })
+        .collect();
+    actual.sort();
+    let mut expected: Vec<(String, harness::run::Outcome, u32)> = caught
+        .iter()
+        .map(|&(id, o, l)| (id.to_owned(), o, l))
+        .collect();
+    expected.sort();
+    if actual == expected {
+        return Ok(());
+    }
+    let failures: String = report
+        .results
+        .iter()
+        .filter(|r| r.outcome.is_problem())
+        .map(|r| {
+            let f = r.failure.as_ref();
+            format!(
+                "    {} {:?}: {} | {}\n",
+                r.id,
+                r.outcome,
+                f.map(|f| f.message.as_str()).unwrap_or_default(),
+                f.and_then(|f| f.label.as_deref()).unwrap_or_default()
+            )
+        })
+        .collect();
+    Err(format!(
+        "fault `{fault}`:\n  expected {expected:?}\n  actual   {actual:?}\n{failures}"
+    ))
+}

@@ -7,6 +7,8 @@
 //! load       finds suites and scenario files on disk, hands their text to scenario/
 //! protocol/  per-protocol adapters: transport, framing, reference server, vars
 //! transport/ tcp, tls
+//! target/    programs under test the harness starts: processes, their output, the client
+//!            under test when the harness plays the server
 //! run/       executes scenarios: connections, steps, deadlines, matching, captures
 //! report/    one stream of events -> human and JSON reporters
 //! ```
@@ -17,6 +19,7 @@ pub mod protocol;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod target;
 pub mod transport;
 
 /// insta settings shared by every snapshot test of this crate: snapshots live in the

@@ -14,7 +14,8 @@ use harness::load;
 use harness::report::Tee;
 use harness::report::human::{HumanOptions, HumanReporter};
 use harness::report::json::JsonReporter;
-use harness::run::{self, RunOptions};
+use harness::run::{self, RunOptions, ServeOptions};
+use harness::target::client::ClientSpec;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -42,6 +43,12 @@ enum Command {
     /// Run scenario suites against a target.
     #[command(after_help = EXAMPLES)]
     Run(RunArgs),
+    /// Play the server side of suites with `role: server`, to test a client.
+    ///
+    /// Each scenario listens, lets the client under test connect, and checks what it sends,
+    /// how it answers, what it prints and how it exits.
+    #[command(after_help = SERVE_EXAMPLES)]
+    Serve(ServeArgs),
     /// Validate scenario files: every error as file:line:col with the source line.
     Check {
         /// Scenario files, suite folders, or folders of suites.
@@ -69,16 +76,12 @@ enum Format {
     Json,
 }
 
+/// Flags `run` and `serve` share.
 #[derive(Debug, Args)]
-struct RunArgs {
+struct CommonArgs {
     /// Scenario files, suite folders (e.g. scenarios/kv), or folders of suites (scenarios/).
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
-
-    /// The server to test, as HOST:PORT. Without it, each suite runs against its protocol's
-    /// built-in reference server, started in this process on a free port.
-    #[arg(long, value_name = "HOST:PORT")]
-    target: Option<String>,
 
     /// Set a suite variable (overrides suite.yaml and the profile); repeatable.
     #[arg(long = "var", value_name = "K=V", value_parser = parse_var)]
@@ -105,14 +108,30 @@ struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<Duration>,
 
-    /// Deadline for connecting and for the TLS handshake.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
-    connect_timeout: Duration,
-
-    /// Largest message accepted from the target, in bytes; a longer one ends the scenario
+    /// Largest message accepted from the peer, in bytes; a longer one ends the scenario
     /// with a failure instead of filling memory.
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
     recv_limit: usize,
+
+    /// `level: should` scenarios fail the run too.
+    #[arg(long)]
+    strict: bool,
+
+    /// Print lines only for scenarios that did not pass.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The server to test, as HOST:PORT. Without it, each suite runs against its protocol's
+    /// built-in reference server, started in this process on a free port.
+    #[arg(long, value_name = "HOST:PORT")]
+    target: Option<String>,
+
+    /// Deadline for connecting and for the TLS handshake.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
+    connect_timeout: Duration,
 
     /// Trust this certificate (PEM) when the target speaks TLS.
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
@@ -126,13 +145,44 @@ struct RunArgs {
     #[arg(long, value_name = "NAME")]
     server_name: Option<String>,
 
-    /// `level: should` scenarios fail the run too.
-    #[arg(long)]
-    strict: bool,
+    #[command(flatten)]
+    common: CommonArgs,
+}
 
-    /// Print lines only for scenarios that did not pass.
-    #[arg(long, short = 'q')]
-    quiet: bool,
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  harness serve scenarios/packet-client          the built-in packet client, for a quick check
+  harness serve scenarios/packet-client \\
+      --exec 'python3 client.py --host={host} --port={port} --studentID={sid}'
+                                                 start your client for every scenario
+  harness serve scenarios/packet-client --listen 127.0.0.1:4000
+                                                 wait on port 4000; start the client by hand
+                                                 once per scenario
+
+In --exec, {host}, {port} and {addr} are where the harness listens, and {NAME} is any
+variable of the scenario (e.g. {sid}, the student id the scenarios expect).";
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Listen on HOST:PORT for every scenario, one scenario at a time. Without it, each
+    /// scenario listens on its own free loopback port, and scenarios run in parallel.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+
+    /// The client's command line, started (with `sh -c`, in its own process group) for each
+    /// scenario and stopped after it; its output and exit code are checked by the steps that
+    /// ask. Without --exec and --listen, the protocol's built-in client plays the client;
+    /// with --listen only, you start the client by hand.
+    #[arg(long, value_name = "COMMAND")]
+    exec: Option<String>,
+
+    /// How long a scenario waits for the client to connect [default: 10s, or 2m when the
+    /// client is started by hand].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    accept_timeout: Option<Duration>,
+
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -178,13 +228,15 @@ fn main() -> ExitCode {
             profile,
         } => check(&paths, &vars.into_iter().collect(), profile.as_deref()),
         Command::List { paths } => list(&paths),
-        Command::Run(args) => {
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => return setup_error(&format!("cannot start the async runtime: {e}")),
-            };
-            runtime.block_on(run_command(args))
-        }
+        Command::Run(args) => block_on(run_command(args)),
+        Command::Serve(args) => block_on(serve_command(args)),
+    }
+}
+
+fn block_on(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => setup_error(&format!("cannot start the async runtime: {e}")),
     }
 }
 
@@ -288,6 +340,43 @@ fn list(paths: &[PathBuf]) -> ExitCode {
 }
 
 async fn run_command(args: RunArgs) -> ExitCode {
+    let opts = RunOptions {
+        target: args.target.clone(),
+        ca: args.ca.clone(),
+        insecure: args.insecure,
+        server_name: args.server_name.clone(),
+        connect_timeout: args.connect_timeout,
+        ..RunOptions::default()
+    };
+    execute(&args.common, opts).await
+}
+
+async fn serve_command(args: ServeArgs) -> ExitCode {
+    let person = args.exec.is_none() && args.listen.is_some();
+    let client = match (&args.exec, &args.listen) {
+        (Some(command), _) => Some(ClientSpec::Command(command.clone())),
+        (None, Some(_)) => Some(ClientSpec::Person),
+        (None, None) => None,
+    };
+    let accept_timeout = args.accept_timeout.unwrap_or(if person {
+        run::DEFAULT_PERSON_ACCEPT_TIMEOUT
+    } else {
+        run::DEFAULT_ACCEPT_TIMEOUT
+    });
+    let opts = RunOptions {
+        serve: Some(ServeOptions {
+            listen: args.listen.clone(),
+            client,
+            accept_timeout,
+        }),
+        ..RunOptions::default()
+    };
+    execute(&args.common, opts).await
+}
+
+/// Loads and checks the suites, runs them with `opts` completed by the shared flags, and
+/// reports.
+async fn execute(args: &CommonArgs, mut opts: RunOptions) -> ExitCode {
     let suites = match load_or_report(&args.paths) {
         Ok(s) => s,
         Err(code) => return code,
@@ -300,24 +389,20 @@ async fn run_command(args: RunArgs) -> ExitCode {
     if let Err(code) = static_checks(&suites, profile.as_ref(), &cli_vars) {
         return code;
     }
-    let mut opts = RunOptions {
-        target: args.target.clone(),
-        ca: args.ca.clone(),
-        insecure: args.insecure,
-        server_name: args.server_name.clone(),
-        vars: cli_vars,
-        profile,
-        timeout: args.timeout,
-        connect_timeout: args.connect_timeout,
-        recv_limit: args.recv_limit,
-        strict: args.strict,
-        ..RunOptions::default()
-    };
+    opts.vars = cli_vars;
+    opts.profile = profile;
+    opts.timeout = args.timeout;
+    opts.recv_limit = args.recv_limit;
+    opts.strict = args.strict;
     if let Some(jobs) = args.jobs {
         if jobs == 0 {
             return setup_error("--jobs must be at least 1");
         }
         opts.jobs = jobs;
+    }
+    // One listening address: one scenario at a time.
+    if opts.serve.as_ref().is_some_and(|s| s.listen.is_some()) {
+        opts.jobs = 1;
     }
 
     let human_opts = HumanOptions {

@@ -14,10 +14,12 @@
 //!            0      every read is preceded by its length (one byte, 0..=255)
 //!            n > 0  reads of n bytes, the last one shorter
 //! byte 1   the message limit: 0 = the decoder's default, n > 0 = n bytes
+//!          (the math service, whose limit is fixed: bit k % 8 set = a pause after read k)
 //! rest     the stream
 //!
 //! 00 00 0d "CONNECT alice" 20 <32 hash bytes> 0a "GET colour"   course: three reads
 //! 07 00 "CONNECT alice\n" <32 hash bytes> "GET colour\n"         reads of 7 bytes
+//! 00 05 07 "Client1" 09 "FIBONACCI" 01 "7"       math service: a pause after reads 0 and 2
 //! ```
 //!
 //! Every input runs through both dialects.
@@ -26,6 +28,11 @@ use crate::kv::codec::{
     ClientMessage, DecodeError, Dialect, HASH_LEN, MAX_MESSAGE, MAX_REPLY, Reply, ReplyDecoder,
     ServerDecoder, is_valid_key, is_valid_value,
 };
+use crate::mathsvc::codec::{
+    Decoder, FibConvention, MAX_FACTORIAL_N, MAX_FIBONACCI_N, MAX_TEXT_LEN, MAX_TOKEN, Message,
+    Refusal, WordCounter, answer, factorial, fibonacci, uuid3,
+};
+use num_bigint::BigUint;
 
 /// Feeds the stream to a [`ServerDecoder`] of each dialect, draining it after every read.
 ///
@@ -112,6 +119,7 @@ pub fn kv_reply_decoder(data: &[u8]) {
 pub fn line_parsers(data: &[u8]) {
     kv_server_decoder(data);
     chat_line_decoder(data);
+    mathsvc_decoder(data);
 }
 
 /// Feeds the stream to a chat [`LineDecoder`](crate::chat::codec::LineDecoder) (byte 1 is
@@ -394,6 +402,299 @@ pub fn packet_decoder(data: &[u8]) {
     );
 }
 
+/// Feeds the stream to the math service's
+/// [`Decoder`](crate::mathsvc::codec::Decoder) as its server does: draining it after every
+/// read, then once more as "quiet" (`next(true)`) when the peer pauses, and a last time when
+/// it closes. Byte 1 says where the peer pauses: after read `k` when bit `k % 8` is set (0:
+/// never, only the close). The decoder's token limit is fixed; there is no message limit.
+///
+/// Checks that line ends frame alike however the stream is cut: the reads without pauses
+/// give the very results (and leave the very bytes pending) that the stream in one piece
+/// does; that a pause which ends a pending token does exactly what a line end at that point
+/// would (the reads with the pauses give the results of the stream with a `\n` there, in one
+/// piece), and that a pause with no token pending does nothing; that every result consumes
+/// input; that the name comes first and only first, and every other message after it; that
+/// every `n` and text length accepted is within the codec's `MAX_*` limits and every name
+/// within `MAX_TOKEN`, blank-trimmed and without a line end; that a word count counted the
+/// text's bytes just consumed exactly as one count of them does; that refusals name the
+/// codec's limits and, when they close, end the decoding for good; that a drained decoder
+/// holds at most `MAX_TOKEN` bytes, and none after a pause. Every answer is computed and
+/// checked (see `MathAnswers`).
+pub fn mathsvc_decoder(data: &[u8]) {
+    let Some(input) = FuzzInput::parse(data) else {
+        return;
+    };
+    let pauses = input
+        .limit
+        .map_or(0, |n| u8::try_from(n).unwrap_or(u8::MAX));
+    let stream = input.reads.concat();
+    let mut answers = MathAnswers::default();
+    let whole = run_mathsvc(&[&stream], 0, &stream);
+    answers.check(&whole.results);
+    let cut = run_mathsvc(&input.reads, 0, &stream);
+    assert_eq!(
+        (&cut.results, cut.held, &cut.pause_ends),
+        (&whole.results, whole.held, &whole.pause_ends),
+        "line ends frame differently in reads than in one piece (results, bytes pending, \
+         tokens the close ends)"
+    );
+    if pauses == 0 {
+        return;
+    }
+    let paused = run_mathsvc(&input.reads, pauses, &stream);
+    answers.check(&paused.results);
+    let mut lined = stream.clone();
+    for &at in paused.pause_ends.iter().rev() {
+        lined.insert(at, b'\n');
+    }
+    let model = run_mathsvc(&[&lined], 0, &lined);
+    assert_eq!(
+        paused.results, model.results,
+        "pauses at {:?} do not do what line ends there do",
+        paused.pause_ends
+    );
+}
+
+/// What a math service decoder gave for one way of feeding the stream.
+#[derive(Debug, Default)]
+struct MathRun {
+    /// Every result in order, those the close gave included.
+    results: Vec<Result<Message, Refusal>>,
+    /// The bytes pending when the stream ended, before the close.
+    held: usize,
+    /// Stream offsets where a pause (or the close) ended a pending token.
+    pause_ends: Vec<usize>,
+    /// Stream bytes consumed so far, by the decoder's account.
+    consumed: usize,
+    /// A refusal that closes the connection was given.
+    closed: bool,
+}
+
+/// Feeds `reads` (which make up `stream`) to a new decoder, pausing after read `k` when bit
+/// `k % 8` of `pauses` is set, and closes.
+fn run_mathsvc(reads: &[&[u8]], pauses: u8, stream: &[u8]) -> MathRun {
+    let mut decoder = Decoder::default();
+    let mut run = MathRun::default();
+    let mut fed = 0;
+    for (k, read) in reads.iter().enumerate() {
+        decoder.feed(read);
+        fed += read.len();
+        run.drain(&mut decoder, false, &stream[..fed]);
+        assert!(
+            decoder.buffered() <= MAX_TOKEN,
+            "a drained decoder holds {} bytes, over {MAX_TOKEN}",
+            decoder.buffered()
+        );
+        if pauses >> (k % 8) & 1 == 1 {
+            run.pause(&mut decoder, &stream[..fed]);
+        }
+    }
+    assert_eq!(fed, stream.len(), "the reads are not the stream");
+    run.held = decoder.buffered();
+    // The server serves a token pending at the close as after a pause.
+    run.pause(&mut decoder, stream);
+    run
+}
+
+impl MathRun {
+    /// Takes every result `next(quiet)` gives; `fed` is the stream fed so far.
+    fn drain(&mut self, decoder: &mut Decoder, quiet: bool, fed: &[u8]) {
+        while let Some(result) = decoder.next(quiet) {
+            let closing = matches!(result, Err(refusal) if refusal.closes());
+            self.record(result, fed, decoder.buffered());
+            if closing {
+                assert_eq!(decoder.buffered(), 0, "bytes kept after {:?}", self.results);
+                assert!(
+                    !decoder.has_partial_token(),
+                    "a token pending after {:?}",
+                    self.results
+                );
+            }
+        }
+    }
+
+    /// Checks a result the decoder gave when it held `buffered` bytes of `fed`, and keeps it.
+    fn record(&mut self, result: Result<Message, Refusal>, fed: &[u8], buffered: usize) {
+        assert!(!self.closed, "{result:?} after a refusal that closes");
+        let consumed = fed.len() - buffered;
+        assert!(
+            consumed > self.consumed,
+            "{result:?} consumes no input (at byte {consumed})"
+        );
+        match &result {
+            Ok(Message::Name(name)) => {
+                assert!(self.results.is_empty(), "a name after {:?}", self.results);
+                assert!(!name.is_empty(), "an empty name");
+                assert_eq!(name.trim_ascii(), name, "blanks around the name");
+                assert!(!name.contains('\n'), "a line end in the name {name:?}");
+                assert!(
+                    name.chars().count() <= MAX_TOKEN,
+                    "a name of {} characters",
+                    name.chars().count()
+                );
+            }
+            Ok(message) => {
+                assert!(
+                    matches!(self.results.first(), Some(Ok(Message::Name(_)))),
+                    "{message:?} before the name: {:?}",
+                    self.results
+                );
+                match message {
+                    Message::Fibonacci(n) => assert!(*n <= MAX_FIBONACCI_N, "{message:?}"),
+                    Message::Factorial(n) => assert!(*n <= MAX_FACTORIAL_N, "{message:?}"),
+                    Message::WordCount(counter) => {
+                        let len = usize::try_from(counter.bytes()).unwrap_or(usize::MAX);
+                        assert!(
+                            counter.bytes() <= MAX_TEXT_LEN,
+                            "{message:?} over the limit"
+                        );
+                        assert!(len <= consumed, "{message:?}: more text than consumed");
+                        let mut fresh = WordCounter::default();
+                        fresh.feed(&fed[consumed - len..consumed]);
+                        assert_eq!(
+                            *counter, fresh,
+                            "the text before byte {consumed} counts differently at once"
+                        );
+                    }
+                    Message::Name(_) | Message::Complete => {}
+                }
+            }
+            Err(refusal) => {
+                assert!(refusal.to_string().starts_with("ERROR "), "{refusal:?}");
+                match *refusal {
+                    Refusal::NumberTooLarge { max } => assert!(
+                        max == MAX_FIBONACCI_N || max == MAX_FACTORIAL_N,
+                        "{refusal}: not a limit"
+                    ),
+                    Refusal::LengthTooLarge { max } => {
+                        assert_eq!(max, MAX_TEXT_LEN, "{refusal}: not the limit");
+                    }
+                    Refusal::UnknownRequest
+                    | Refusal::InvalidNumber
+                    | Refusal::InvalidLength
+                    | Refusal::TokenTooLong => {}
+                }
+                self.closed = refusal.closes();
+            }
+        }
+        self.consumed = consumed;
+        self.results.push(result);
+    }
+
+    /// The peer pauses (or closes) after `fed`.
+    fn pause(&mut self, decoder: &mut Decoder, fed: &[u8]) {
+        let pending = decoder.has_partial_token();
+        let before = self.results.len();
+        self.drain(decoder, true, fed);
+        if pending {
+            self.pause_ends.push(fed.len());
+        } else {
+            assert_eq!(
+                self.results[before..],
+                [],
+                "a pause with no token pending decodes"
+            );
+        }
+        assert_eq!(decoder.buffered(), 0, "bytes kept after a pause");
+        assert!(
+            !decoder.has_partial_token(),
+            "a token pending after a pause"
+        );
+    }
+}
+
+/// The answers to decoded requests, as the server computes them, checked. Every word count,
+/// and every `FIBONACCI` and `FACTORIAL` up to [`MathAnswers::SMALL_N`], is answered; of the
+/// larger ones (up to tens of milliseconds each under a sanitizer, the same code for every
+/// `n`) only the first [`MathAnswers::LARGE`] of an input, to keep the fuzzer fast.
+#[derive(Debug)]
+struct MathAnswers {
+    uuid: uuid::Uuid,
+    large_left: usize,
+}
+
+impl Default for MathAnswers {
+    fn default() -> Self {
+        Self {
+            uuid: uuid3("127.0.0.1:37808"),
+            large_left: Self::LARGE,
+        }
+    }
+}
+
+impl MathAnswers {
+    const SMALL_N: u64 = 1_000;
+    const LARGE: usize = 1;
+
+    fn check(&mut self, results: &[Result<Message, Refusal>]) {
+        for result in results {
+            match *result {
+                Ok(Message::Fibonacci(n)) if self.afford(n) => {
+                    let value = fibonacci(n, FibConvention::ZeroBased);
+                    // The slide counts from one: its term n + 1 is the zero-based term n.
+                    assert_eq!(
+                        fibonacci(n + 1, FibConvention::Slide),
+                        value,
+                        "the conventions disagree on fib({n})"
+                    );
+                    if n <= Self::SMALL_N {
+                        assert_eq!(
+                            fibonacci(n + 2, FibConvention::ZeroBased),
+                            fibonacci(n + 1, FibConvention::ZeroBased) + &value,
+                            "fib({n} + 2) is not the sum of the two before"
+                        );
+                    }
+                    self.check_answer(&value);
+                }
+                Ok(Message::Factorial(n)) if self.afford(n) => {
+                    let value = factorial(n);
+                    if n > 0 {
+                        assert_eq!(&value % n, BigUint::ZERO, "{n}! is not a multiple of {n}");
+                    }
+                    if (1..=Self::SMALL_N).contains(&n) {
+                        assert_eq!(factorial(n - 1) * n, value, "{n}! is not n (n - 1)!");
+                    }
+                    self.check_answer(&value);
+                }
+                Ok(Message::WordCount(counter)) => {
+                    let (words, bytes) = (counter.words(), counter.bytes());
+                    assert!(
+                        words <= bytes.div_ceil(2) && counter.spaces() <= bytes,
+                        "{counter:?}: more words or spaces than the bytes allow"
+                    );
+                    self.check_answer(&words);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether `n` is small or a large computation is left in the budget.
+    fn afford(&mut self, n: u64) -> bool {
+        if n <= Self::SMALL_N {
+            return true;
+        }
+        let left = self.large_left > 0;
+        self.large_left = self.large_left.saturating_sub(1);
+        left
+    }
+
+    /// `<value>_<uuid>`: decimal digits without a leading zero, then this client's UUID.
+    fn check_answer(&self, value: &dyn std::fmt::Display) {
+        let text = answer(value, &self.uuid);
+        let (digits, uuid) = text
+            .rsplit_once('_')
+            .unwrap_or_else(|| panic!("{text}: no underscore"));
+        assert_eq!(uuid, self.uuid.to_string(), "{text}: not the UUID");
+        assert!(
+            !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && (digits == "0" || !digits.starts_with('0')),
+            "{text}: not a decimal number"
+        );
+    }
+}
+
 /// The header and the stream, cut into reads.
 struct FuzzInput<'a> {
     limit: Option<usize>,
@@ -623,6 +924,63 @@ mod tests {
     }
 
     #[test]
+    fn mathsvc_corpus_and_regressions() {
+        replay("mathsvc", mathsvc_decoder);
+    }
+
+    #[test]
+    fn a_mathsvc_session_passes_in_any_cutting_and_pausing() {
+        let session = concat!(
+            "Client1\r\nFIBONACCI\n7\nfactorial\r\n  20 \nFILE\n11\nhello\nworld\n",
+            "WORD_COUNT\n0\nHELLO\nFIBONACCI\nseven\nFACTORIAL\n10001\n\n  \n",
+            "FILE\nabc\nFIBONACCI\n99999999999999999999999\nCOMPLETE\nFIBONACCI\n1",
+        );
+        for chunking in [1, 4, 7, 255] {
+            for pauses in [0, 0x01, 0x55, 0xff] {
+                let mut data = vec![chunking, pauses];
+                data.extend_from_slice(session.as_bytes());
+                mathsvc_decoder(&data);
+            }
+        }
+        // A pause ends "FIBONACCI" and "7", not the text; the close ends "COMPLETE".
+        mathsvc_decoder(
+            b"\x00\x0f\x07Client1\x09FIBONACCI\x017\x04FILE\x01\x33\x03a b\x08COMPLETE",
+        );
+        // Closing refusals: a length over the limit, a token over 1,024 bytes.
+        mathsvc_decoder(b"\xff\x00c\nFILE\n16777217\nmore\n");
+        let mut long = b"\x07\x02c\n".to_vec();
+        long.extend_from_slice(&[b'x'; MAX_TOKEN + 1]);
+        mathsvc_decoder(&long);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn mathsvc_decoder_on_any_bytes(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            mathsvc_decoder(&data);
+        }
+
+        #[test]
+        fn mathsvc_decoder_on_requests(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "FIBONACCI", "factorial", "FILE", "WORD_COUNT", "COMPLETE", "0", "3", "12",
+                    "100000", "10001", "x y", "\n", "\r\n", " ", "\n\n",
+                ]),
+                0..40,
+            ),
+            chunking in proptest::prelude::any::<u8>(),
+            pauses in proptest::prelude::any::<u8>(),
+        ) {
+            let mut data = vec![chunking, pauses];
+            data.extend_from_slice(b"Client1\n");
+            for part in parts {
+                data.extend_from_slice(part.as_bytes());
+            }
+            mathsvc_decoder(&data);
+        }
+    }
+
+    #[test]
     fn a_packet_session_passes_in_any_cutting() {
         use crate::packet::codec::{Packet, Pairing};
 
@@ -823,5 +1181,39 @@ mod tests {
             stream.fed(b"abc");
             stream.error(&past_the_end);
         }));
+        // The math service: a message before the name, a second name, an n over the limit,
+        // a word count that is not the text's, a result that consumes nothing, a result
+        // after a refusal that closes.
+        let record = |results: &[Result<Message, Refusal>], fed: &[u8]| {
+            let mut run = MathRun::default();
+            for (k, result) in results.iter().enumerate() {
+                run.record(result.clone(), &fed[..fed.len() - results.len() + k + 1], 0);
+            }
+        };
+        let name = || Ok(Message::Name("c".into()));
+        let mut text = WordCounter::default();
+        text.feed(b"a b");
+        record(&[name(), Ok(Message::WordCount(text))], b"c\nFILE\n3\na b");
+        record(
+            &[name(), Err(Refusal::LengthTooLarge { max: MAX_TEXT_LEN })],
+            b"c\n..",
+        );
+        assert!(fails(&|| record(&[Ok(Message::Complete)], b"COMPLETE\n")));
+        assert!(fails(&|| record(&[name(), name()], b"c\nc\n")));
+        let too_large = Ok(Message::Fibonacci(MAX_FIBONACCI_N + 1));
+        assert!(fails(&|| record(&[name(), too_large.clone()], b"c\n..")));
+        assert!(fails(&|| {
+            record(&[name(), Ok(Message::WordCount(text))], b"c\nFILE\n3\nabc");
+        }));
+        assert!(fails(&|| {
+            let mut run = MathRun::default();
+            run.record(name(), b"c\n", 0);
+            run.record(Ok(Message::Complete), b"c\n", 0);
+        }));
+        assert!(fails(&|| {
+            let closing = Err(Refusal::TokenTooLong);
+            record(&[name(), closing, Ok(Message::Complete)], b"c\n...");
+        }));
+        assert!(fails(&|| MathAnswers::default().check_answer(&"007")));
     }
 }

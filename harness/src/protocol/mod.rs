@@ -133,6 +133,15 @@ impl ReferenceServer {
     }
 }
 
+/// The protocol's reference client, run in this process, for suites that play the server;
+/// `None` when the protocol has none.
+pub fn reference_client(protocol: &Protocol) -> Option<crate::target::client::ClientSpec> {
+    match protocol.name {
+        "packet" => Some(packet::reference_client(&[])),
+        _ => None,
+    }
+}
+
 /// Starts the reference server of `protocol` on a free loopback port.
 pub async fn start_reference(
     protocol: &Protocol,

@@ -7,8 +7,16 @@
 
 use std::collections::BTreeMap;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reference_impl::packet::cli::{PacketClientArgs, PairingArg, run_client_with};
+use reference_impl::packet::client::ClientFault;
 use reference_impl::packet::codec::{ChecksumMode, MAX_PACKET};
 use reference_impl::packet::server::{self, ServerConfig};
+
+use crate::target::client::{ClientResult, ClientSpec};
 
 use super::packet_format::Packets;
 use super::{Protocol, ReferenceError, ReferenceServer, Stopper};
@@ -30,6 +38,8 @@ pub const PROTOCOL: Protocol = Protocol {
         ("line_end", ""),
         ("require_line_end", "false"),
         ("checksum_pairing", "big"),
+        ("sid", "20200000"),
+        ("client_keyword", "test"),
     ],
     reference_settings: &[
         (
@@ -95,4 +105,52 @@ pub async fn start_with(config: ServerConfig) -> Result<ReferenceServer, Referen
         vars: BTreeMap::new(),
         stop: Stopper::Packet(running),
     })
+}
+
+/// How long the reference client waits for each read when it is the client under test.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The reference packet client as the client under test (`reference packet-client`, run in
+/// this process, printing what the command prints). It takes its student id from the
+/// scenario's `sid`, its first keyword from `client_keyword` and the pairing of its
+/// checksums from `checksum_pairing`. `faults` make it wrong on purpose (tests).
+pub fn reference_client(faults: &[ClientFault]) -> ClientSpec {
+    let faults = faults.to_vec();
+    let description = if faults.is_empty() {
+        "built-in packet client".to_owned()
+    } else {
+        let names: Vec<&str> = faults.iter().map(|f| f.name()).collect();
+        format!("built-in packet client with faults {}", names.join(", "))
+    };
+    let client = move |addr: SocketAddr, vars: &BTreeMap<String, String>| {
+        let var = |k: &str| vars.get(k).map(String::as_str).unwrap_or_default();
+        let keyword = var("client_keyword").as_bytes();
+        let args = PacketClientArgs {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            student_id: var("sid").parse().unwrap_or(0),
+            keyword: keyword.try_into().unwrap_or(*b"test"),
+            checksum: if var("checksum_pairing") == "little" {
+                PairingArg::Little
+            } else {
+                PairingArg::Big
+            },
+            timeout: CLIENT_TIMEOUT,
+            verbose: false,
+            faults: faults.clone(),
+        };
+        Box::pin(async move {
+            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+            let code = run_client_with(&args, &mut stdout, &mut stderr).await;
+            ClientResult {
+                code: i32::from(code),
+                stdout,
+                stderr,
+            }
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = ClientResult> + Send>>
+    };
+    ClientSpec::InProcess {
+        client: Arc::new(client),
+        description,
+    }
 }

@@ -14,7 +14,7 @@
 //! The variable `checksum_pairing` picks the byte pairing of the checksum: `big` (RFC 1071,
 //! the default) or `little`; for received packets also `either`.
 
-use reference_impl::packet::codec::{self, ChecksumMode, HEADER_LEN, Header, Pairing};
+use reference_impl::packet::codec::{self, ChecksumMode, HEADER_LEN, Header, MAX_PACKET, Pairing};
 
 use super::{DecodedPacket, PacketFormat};
 
@@ -137,7 +137,14 @@ impl PacketFormat for Packets {
             ("data".to_owned(), data.to_vec()),
         ];
         let mut problems = Vec::new();
-        if usize::try_from(header.length).ok() != Some(bytes.len()) {
+        if usize::try_from(header.length).is_ok_and(|n| n > MAX_PACKET) {
+            problems.push(format!(
+                "the length field says {}: over the {MAX_PACKET}-byte limit of a packet (what \
+                 arrived is shown as it came, {} bytes)",
+                header.length,
+                bytes.len()
+            ));
+        } else if usize::try_from(header.length).ok() != Some(bytes.len()) {
             problems.push(format!(
                 "the length field says {}, the packet has {} bytes",
                 header.length,

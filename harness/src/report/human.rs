@@ -195,6 +195,7 @@ fn tail_without_times(t: &Transcript, redact: &[(String, String)]) -> String {
         entries: t.entries[start..].to_vec(),
         dropped: t.dropped,
         binary: t.binary,
+        serving: t.serving,
     };
     let mut out = String::new();
     if start > 0 {
@@ -250,6 +251,10 @@ impl Reporter for HumanReporter<'_> {
                         .to_owned()
                 };
                 writeln!(self.out, "\n{}: {target}", suite.dir.display())
+            }
+            Event::WaitingForClient { id, addr } => {
+                writeln!(self.out, "  waiting for the client on {addr} ({id})")?;
+                self.out.flush()
             }
             Event::ScenarioFinished(r) => self.line(r),
             Event::RunFinished {

@@ -21,6 +21,12 @@ pub enum Event<'a> {
         /// Where the suite runs, e.g. `127.0.0.1:4000`.
         target: &'a str,
     },
+    /// `harness serve --listen` without a command: the harness waits for a person to start
+    /// the client for the next scenario.
+    WaitingForClient {
+        id: &'a str,
+        addr: &'a str,
+    },
     /// A scenario ended (in completion order, which varies with parallelism).
     ScenarioFinished(&'a ScenarioResult),
     /// Every scenario, in suite and file order.

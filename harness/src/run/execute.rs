@@ -20,7 +20,11 @@ use crate::scenario::model::{
 };
 use crate::scenario::step::OTHERS;
 use crate::scenario::template::{self, Env};
+use crate::target::output::OutputWatch;
 use crate::transport::{self, Transport};
+
+/// The name transcripts give the client under test's process.
+pub const CLIENT: &str = "client";
 
 /// Compiled regular expressions a scenario keeps (patterns with templates can vary).
 const MAX_CACHED_REGEXES: usize = 256;
@@ -86,11 +90,43 @@ impl StepError {
     }
 }
 
+/// Where a scenario's connections come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer<'a> {
+    /// The harness connects to the target at the settings' address.
+    Server,
+    /// The harness plays the server: it accepts the connections of the client under test.
+    Client(&'a ClientPeer<'a>),
+}
+
+/// The client under test, for a scenario the harness plays as the server.
+#[derive(Debug)]
+pub struct ClientPeer<'a> {
+    pub listener: &'a tokio::net::TcpListener,
+    /// The client's output and exit, when the harness started it (`None` when a person did).
+    pub output: Option<OutputWatch>,
+    /// How long a connection may take to arrive when a step waits for one.
+    pub accept_timeout: Duration,
+}
+
+/// Lines of the client's output a failure shows.
+const OUTPUT_SHOWN: usize = 8;
+
 /// Runs `scenario` to its end. Never panics on anything the target does.
 pub async fn run_scenario(
     scenario: &Scenario,
     settings: &ExecSettings,
     uniq: String,
+) -> ScenarioResult {
+    run_scenario_with(scenario, settings, uniq, Peer::Server).await
+}
+
+/// Runs `scenario` with the harness on either side of the protocol.
+pub async fn run_scenario_with(
+    scenario: &Scenario,
+    settings: &ExecSettings,
+    uniq: String,
+    peer: Peer<'_>,
 ) -> ScenarioResult {
     let started = Instant::now();
     let mut result = ScenarioResult {
@@ -116,7 +152,7 @@ pub async fn run_scenario(
         return result;
     }
 
-    let mut exec = Exec::new(scenario, settings, uniq, started);
+    let mut exec = Exec::new(scenario, settings, uniq, started, peer);
     let mut outcome = Outcome::Passed;
     for (index, step) in scenario.steps.iter().enumerate() {
         if let Err(mut e) = exec.step(step).await {
@@ -169,6 +205,7 @@ struct Exec<'a> {
     responders: Option<Arc<[Responder]>>,
     /// Compiled regular expressions by pattern.
     regexes: std::cell::RefCell<std::collections::HashMap<String, regex::bytes::Regex>>,
+    peer: Peer<'a>,
 }
 
 impl<'a> Exec<'a> {
@@ -177,6 +214,7 @@ impl<'a> Exec<'a> {
         settings: &'a ExecSettings,
         uniq: String,
         started: Instant,
+        peer: Peer<'a>,
     ) -> Self {
         let mut env = Env::default();
         let layers = [&settings.base_vars, &scenario.vars, &settings.override_vars];
@@ -201,6 +239,7 @@ impl<'a> Exec<'a> {
             conns: BTreeMap::new(),
             transcript: Transcript {
                 binary: settings.framing != Framing::Lines,
+                serving: matches!(peer, Peer::Client(_)),
                 ..Transcript::default()
             },
             started,
@@ -211,6 +250,7 @@ impl<'a> Exec<'a> {
             sent_last: Default::default(),
             responders: None,
             regexes: Default::default(),
+            peer,
         }
     }
 
@@ -256,6 +296,27 @@ impl<'a> Exec<'a> {
                 self.close(conn).await;
                 Ok(())
             }
+            StepKind::Accept { conn, within } => {
+                if self.conns.contains_key(conn) {
+                    return Err(StepError::new(
+                        Outcome::Error,
+                        format!("connection `{conn}` is already open"),
+                    ));
+                }
+                self.accept(conn, *within).await
+            }
+            StepKind::ExpectExit { code, within } => {
+                self.expect_exit(*code, within.unwrap_or(self.timeout))
+                    .await
+            }
+            StepKind::ExpectOutput {
+                matcher,
+                stderr,
+                within,
+            } => {
+                self.expect_output(matcher, *stderr, within.unwrap_or(self.timeout))
+                    .await
+            }
             StepKind::Shutdown { conn } => {
                 let timeout = self.timeout;
                 self.conn(conn).await?.shutdown(timeout).await;
@@ -267,8 +328,256 @@ impl<'a> Exec<'a> {
     }
 
     async fn open(&mut self, name: &str) -> Result<(), StepError> {
+        if let Peer::Client(_) = self.peer {
+            return self.accept(name, None).await;
+        }
         let addr = self.settings.addr.clone();
         self.open_at(name, &addr).await
+    }
+
+    /// Waits for the client under test to open a connection, which becomes `name`.
+    async fn accept(&mut self, name: &str, within: Option<Duration>) -> Result<(), StepError> {
+        let Peer::Client(client) = self.peer else {
+            return Err(StepError::new(
+                Outcome::Error,
+                "`accept` needs the harness to play the server (`role: server`)",
+            ));
+        };
+        let wait = within.unwrap_or(client.accept_timeout);
+        let deadline = Instant::now() + wait;
+        let mut output = client.output.clone();
+        let exited = async {
+            match output.as_mut() {
+                Some(watch) => loop {
+                    if let Some((_, exit)) = watch.with(|o| o.exit) {
+                        return exit;
+                    }
+                    if !watch.changed(deadline + Duration::from_secs(1)).await {
+                        std::future::pending::<()>().await;
+                    }
+                },
+                None => std::future::pending().await,
+            }
+        };
+        let accepted = tokio::select! {
+            accepted = client.listener.accept() => accepted,
+            exit = exited => {
+                let mut e = StepError::failed(format!(
+                    "the client ended ({exit}) before it opened connection `{name}`"
+                ))
+                .label("no connection came");
+                e.failure.help = self.output_help(true);
+                return Err(e);
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                let label = format!("no connection within {}", humantime::format_duration(wait));
+                let mut e = StepError::new(
+                    Outcome::TimedOut,
+                    format!("the client did not open connection `{name}`"),
+                )
+                .label(label);
+                let listening = client
+                    .listener
+                    .local_addr()
+                    .map_or_else(|_| "the listening address".to_owned(), |a| a.to_string());
+                e.failure.help = self.output_help(true).or_else(|| {
+                    Some(if client.output.is_some() {
+                        format!(
+                            "the client printed nothing; does it connect where it is told ({listening}, given as {{host}} and {{port}})?"
+                        )
+                    } else {
+                        format!("start the client against {listening}, or give its command with --exec")
+                    })
+                });
+                return Err(e);
+            }
+        };
+        match accepted {
+            Ok((tcp, from)) => {
+                let _ = tcp.set_nodelay(true);
+                self.env
+                    .set(format!("peer_addr_{name}"), from.to_string().into_bytes());
+                let at = self.elapsed();
+                self.transcript.push(
+                    at,
+                    name,
+                    EntryKind::Accepted {
+                        from: from.to_string(),
+                    },
+                );
+                let responders = self.responders()?;
+                let s = self.settings;
+                let conn = Connection::start(
+                    Box::new(tcp),
+                    s.framing,
+                    self.scenario.quiet,
+                    s.recv_limit,
+                    responders,
+                );
+                self.conns.insert(name.to_owned(), conn);
+                Ok(())
+            }
+            Err(e) => Err(StepError::new(
+                Outcome::Error,
+                format!("accepting connection `{name}` failed: {e}"),
+            )),
+        }
+    }
+
+    /// The client's output watch, or `None` when a person started it.
+    fn client_output(&self) -> Option<OutputWatch> {
+        match self.peer {
+            Peer::Client(c) => c.output.clone(),
+            Peer::Server => None,
+        }
+    }
+
+    /// The last lines of the client's stderr (or stdout when `stderr` is false and stderr is
+    /// empty), as help text for a failure.
+    fn output_help(&self, stderr: bool) -> Option<String> {
+        let watch = self.client_output()?;
+        watch.with(|o| {
+            let mut lines = o.tail(stderr, OUTPUT_SHOWN);
+            let mut which = if stderr { "stderr" } else { "stdout" };
+            if lines.is_empty() {
+                lines = o.tail(!stderr, OUTPUT_SHOWN);
+                which = if stderr { "stdout" } else { "stderr" };
+            }
+            (!lines.is_empty()).then(|| {
+                format!(
+                    "the client's last lines of {which}:\n{}",
+                    lines
+                        .iter()
+                        .map(|l| format!("  | {l}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })
+        })
+    }
+
+    /// Records that a step about the client process was not checked (a person started it).
+    fn not_checked(&mut self, what: &str) {
+        let at = self.elapsed();
+        self.transcript.push(
+            at,
+            CLIENT,
+            EntryKind::NotChecked {
+                what: what.to_owned(),
+            },
+        );
+    }
+
+    async fn expect_exit(&mut self, code: Option<i32>, within: Duration) -> Result<(), StepError> {
+        let Some(mut watch) = self.client_output() else {
+            self.not_checked("its exit");
+            return Ok(());
+        };
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some((_, exit)) = watch.with(|o| o.exit) {
+                return match code {
+                    Some(c) if exit.code() != Some(c) => {
+                        let mut e = StepError::failed(format!(
+                            "the client ended with {exit}, expected exit code {c}"
+                        ))
+                        .label(format!("{exit}"));
+                        e.failure.expected = Some(format!("exit code {c}"));
+                        e.failure.actual = Some(exit.to_string());
+                        e.failure.help = self.output_help(true);
+                        Err(e)
+                    }
+                    _ => Ok(()),
+                };
+            }
+            if !watch.changed(deadline).await {
+                let mut e = StepError::new(
+                    Outcome::TimedOut,
+                    format!(
+                        "the client was still running after {}",
+                        humantime::format_duration(within)
+                    ),
+                )
+                .label("it did not exit");
+                e.failure.help = self.output_help(true);
+                return Err(e);
+            }
+        }
+    }
+
+    async fn expect_output(
+        &mut self,
+        m: &Matcher,
+        stderr: bool,
+        within: Duration,
+    ) -> Result<(), StepError> {
+        let Some(mut watch) = self.client_output() else {
+            self.not_checked("its output");
+            return Ok(());
+        };
+        let stream = if stderr { "stderr" } else { "stdout" };
+        let wanted = self.describe(m)?.replacen("a message", "a line", 1);
+        // "a line matching `...`", or "the line \"...\"".
+        let what = if wanted.starts_with("a line") {
+            wanted.clone()
+        } else {
+            format!("the line {wanted}")
+        };
+        let deadline = Instant::now() + within;
+        let mut seen = 0;
+        loop {
+            let (lines, finished, exit) = watch.with(|o| {
+                let lines: Vec<String> = o
+                    .lines
+                    .iter()
+                    .filter(|l| l.stderr == stderr)
+                    .skip(seen)
+                    .map(|l| l.text.clone())
+                    .collect();
+                (lines, o.finished(), o.exit.map(|e| e.1))
+            });
+            for line in lines {
+                seen += 1;
+                let frame = Frame {
+                    data: line.into_bytes(),
+                    terminated: true,
+                };
+                if self.check(m, &frame, &wanted, false).is_ok() {
+                    return Ok(());
+                }
+            }
+            let last = watch.with(|o| {
+                let lines = o.tail(stderr, OUTPUT_SHOWN);
+                if lines.is_empty() {
+                    format!("nothing on {stream}")
+                } else {
+                    lines.join("\n")
+                }
+            });
+            if finished {
+                let exit = exit.map_or_else(|| "ended".to_owned(), |e| e.to_string());
+                let mut e = StepError::failed(format!(
+                    "the client ended ({exit}) without printing {what} on {stream}"
+                ))
+                .label(format!("no such line on {stream}"));
+                e.failure.expected = Some(wanted.clone());
+                e.failure.actual = Some(last);
+                return Err(e);
+            }
+            if !watch.changed(deadline).await {
+                let mut e = StepError::new(
+                    Outcome::TimedOut,
+                    format!(
+                        "the client did not print {what} on {stream} within {}",
+                        humantime::format_duration(within)
+                    ),
+                )
+                .label(format!("no such line on {stream}"));
+                e.failure.expected = Some(wanted.clone());
+                e.failure.actual = Some(last);
+                return Err(e);
+            }
+        }
     }
 
     /// The target's host with the port a `connect: { port: ... }` names: a number, or `+N`
@@ -518,6 +827,12 @@ impl<'a> Exec<'a> {
         }
         let mut deadline = deadline;
         let mut packets = 0usize;
+        // `joined:` fields and their values so far.
+        let mut joined: Vec<(String, Vec<u8>)> = expect
+            .joined
+            .iter()
+            .flat_map(|j| j.fields.iter().map(|(n, _)| (n.clone(), Vec::new())))
+            .collect();
         loop {
             let (frame, arrived) = match self.next_message(name, deadline, within, wanted).await {
                 Err(mut e) if e.outcome == Outcome::TimedOut => {
@@ -538,6 +853,9 @@ impl<'a> Exec<'a> {
                     if let Some(conn) = self.conns.get_mut(name) {
                         conn.last_message_at = arrived;
                     }
+                    if !joined.is_empty() {
+                        self.join_fields(&mut joined, &frame)?;
+                    }
                     if let Some(until) = &expect.until
                         && !self.packet_ends_stream(until, &frame)?
                     {
@@ -551,6 +869,9 @@ impl<'a> Exec<'a> {
                         // Each packet of the stream gets the step's whole deadline.
                         deadline = Instant::now() + within;
                         continue;
+                    }
+                    if let Some(spec) = &expect.joined {
+                        self.check_joined(spec, &joined, packets + 1)?;
                     }
                     if let Some((since, at)) = earliest {
                         let after = arrived.saturating_duration_since(since);
@@ -574,6 +895,69 @@ impl<'a> Exec<'a> {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Appends the `joined` fields of a packet of a stream.
+    fn join_fields(
+        &self,
+        joined: &mut [(String, Vec<u8>)],
+        frame: &Frame,
+    ) -> Result<(), StepError> {
+        let format = self.packet_format()?;
+        // A packet that does not decode was reported by the matcher already.
+        let Ok(decoded) = format.decode(&frame.data, &self.var_lookup()) else {
+            return Ok(());
+        };
+        for (name, value) in joined.iter_mut() {
+            match decoded.fields.iter().find(|(n, _)| n == name) {
+                Some((_, got)) => value.extend_from_slice(got),
+                None => {
+                    return Err(StepError::new(
+                        Outcome::Error,
+                        format!("`joined`: the packets have no field `{name}`"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Compares the joined fields of a stream of `packets` packets with what `spec` wants.
+    fn check_joined(
+        &self,
+        spec: &PacketSpec,
+        joined: &[(String, Vec<u8>)],
+        packets: usize,
+    ) -> Result<(), StepError> {
+        for ((name, t), (_, got)) in spec.fields.iter().zip(joined) {
+            let want = self.expand(t)?;
+            if &want == got {
+                continue;
+            }
+            let noun = if packets == 1 { "packet" } else { "packets" };
+            let mut e = StepError::failed(format!(
+                "the `{name}` of the {packets} {noun} together is not what was expected"
+            ))
+            .span(t.span);
+            match first_difference(&want, got) {
+                Some(window) => {
+                    e.failure.label = Some(window.label);
+                    e.failure.expected = Some(window.expected);
+                    e.failure.actual = Some(window.actual);
+                }
+                None => {
+                    e.failure.label = Some(format!(
+                        "{} bytes expected, {} received",
+                        want.len(),
+                        got.len()
+                    ));
+                    e.failure.expected = Some(abbreviate(&show_bytes(&want), SHOWN));
+                    e.failure.actual = Some(abbreviate(&show_bytes(got), SHOWN));
+                }
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Finds the number the target hides by halving `[low, high]`: each reply says found,
@@ -1097,6 +1481,23 @@ impl<'a> Exec<'a> {
             let Some((_, got)) = decoded.fields.iter().find(|(n, _)| n == name) else {
                 return Err(unknown_field(name, format, t.span));
             };
+            if let Some(pattern) = t.literal().as_deref().and_then(|l| {
+                l.strip_prefix("<re:")
+                    .and_then(|r| r.strip_suffix('>'))
+                    .map(str::to_owned)
+            }) {
+                let re = self.regex(&pattern).map_err(|e| {
+                    StepError::new(Outcome::Error, format!("invalid regular expression: {e}"))
+                        .span(t.span)
+                })?;
+                if !re.is_match(got) {
+                    return Err(fail(format!(
+                        "`{name}`: expected a value matching `{pattern}`, got {}",
+                        abbreviate(&show_bytes(got), 80)
+                    )));
+                }
+                continue;
+            }
             if let Some(placeholder) = t.literal().as_deref().and_then(|l| {
                 l.strip_prefix("<any")
                     .and_then(|r| r.strip_suffix('>'))

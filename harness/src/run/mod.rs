@@ -20,12 +20,13 @@ pub mod json_match;
 pub mod outcome;
 pub mod transcript;
 
-pub use execute::{ExecSettings, run_scenario};
+pub use execute::{ClientPeer, ExecSettings, Peer, run_scenario, run_scenario_with};
 pub use outcome::{Failure, Outcome, ScenarioResult, Summary};
 
 use crate::protocol::{self, Protocol, ReferenceServer};
 use crate::report::{Event, Reporter};
-use crate::scenario::model::{Profile, Scenario, Suite};
+use crate::scenario::model::{Profile, Role, Scenario, Suite};
+use crate::target::client::{ClientSpec, RunningClient};
 use crate::transport::Transport;
 use reference_impl::tls::{ClientTrust, client_config};
 
@@ -55,7 +56,29 @@ pub struct RunOptions {
     pub strict: bool,
     /// Largest message accepted from a target.
     pub recv_limit: usize,
+    /// `harness serve`: how to play the server for suites with `role: server`. Without it,
+    /// such suites run against their protocol's reference client (or are skipped when a
+    /// `target` is given, which only servers can be).
+    pub serve: Option<ServeOptions>,
 }
+
+/// How `harness serve` meets the client under test.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Listen here (`host:port`) for every scenario, one scenario at a time. Without it,
+    /// each scenario listens on its own free loopback port (and they run in parallel).
+    pub listen: Option<String>,
+    /// How the client is started for each scenario: a command, the protocol's reference
+    /// client (`None`), or a person.
+    pub client: Option<ClientSpec>,
+    /// How long a scenario waits for the client's connection when a step needs one.
+    pub accept_timeout: Duration,
+}
+
+/// How long a scenario waits for a client the harness started to connect.
+pub const DEFAULT_ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a scenario waits for a client a person starts.
+pub const DEFAULT_PERSON_ACCEPT_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Default for RunOptions {
     fn default() -> Self {
@@ -71,6 +94,7 @@ impl Default for RunOptions {
             connect_timeout: Duration::from_secs(5),
             strict: false,
             recv_limit: 1024 * 1024,
+            serve: None,
         }
     }
 }
@@ -104,6 +128,26 @@ pub enum SetupError {
     Internal(String),
     #[error("cannot write the report: {0}")]
     Report(#[from] std::io::Error),
+    #[error(
+        "no suite here plays the server ({dir}): those test servers, with `harness run`; `harness serve` runs suites with `role: server` in their suite.yaml"
+    )]
+    NotServerRole { dir: String },
+    #[error(
+        "the {protocol} protocol has no built-in reference client: give the client's command with --exec"
+    )]
+    NoReferenceClient { protocol: String },
+    #[error(
+        "the harness cannot play a TLS server yet (suite {dir}): serve suites of plain-TCP protocols"
+    )]
+    ServeTls { dir: String },
+    #[error("{0}")]
+    ClientCommand(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The results of a whole run, in suite and file order.
@@ -169,12 +213,44 @@ pub async fn run(
     reporter: &mut dyn Reporter,
 ) -> Result<RunReport, SetupError> {
     let started = Instant::now();
-    for suite in suites {
-        let protocol = suite_protocol(suite)?;
-        if protocol.tls && opts.target.is_some() && opts.ca.is_none() && !opts.insecure {
-            return Err(SetupError::NoTrust {
-                dir: suite.dir.display().to_string(),
+    // `harness serve` plays the server of the suites that ask for it and leaves the others.
+    let served: Vec<&Suite>;
+    let suites: Vec<&Suite> = if opts.serve.is_some() {
+        served = suites
+            .iter()
+            .filter(|s| s.config.role == Role::Server)
+            .collect();
+        if served.is_empty() {
+            return Err(SetupError::NotServerRole {
+                dir: suites
+                    .iter()
+                    .map(|s| s.dir.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
+        }
+        served
+    } else {
+        suites.iter().collect()
+    };
+    if let Some(ServeOptions {
+        client: Some(ClientSpec::Command(command)),
+        ..
+    }) = &opts.serve
+    {
+        crate::target::client::check_command(command).map_err(SetupError::ClientCommand)?;
+    }
+    for &suite in &suites {
+        let protocol = suite_protocol(suite)?;
+        let dir = suite.dir.display().to_string();
+        if suite.config.role == Role::Server {
+            if protocol.tls {
+                return Err(SetupError::ServeTls { dir });
+            }
+            continue;
+        }
+        if protocol.tls && opts.target.is_some() && opts.ca.is_none() && !opts.insecure {
+            return Err(SetupError::NoTrust { dir });
         }
     }
     let total = suites.iter().map(|s| s.scenarios.len()).sum();
@@ -185,6 +261,10 @@ pub async fn run(
     let mut results = Vec::with_capacity(total);
     for suite in suites {
         let protocol = suite_protocol(suite)?;
+        if suite.config.role == Role::Server {
+            results.extend(serve_suite(suite, protocol, opts, reporter).await?);
+            continue;
+        }
         let (settings, reference) = prepare(suite, protocol, opts).await?;
         reporter.report(&Event::SuiteStarted {
             suite,
@@ -227,12 +307,12 @@ fn suite_protocol(suite: &Suite) -> Result<&'static Protocol, SetupError> {
     }
 }
 
-/// The target and settings of one suite; starts the reference server when there is no target.
-async fn prepare(
+/// Variables below a scenario's own (protocol, suite) and above them (profile, `--var`).
+fn layered_vars(
     suite: &Suite,
     protocol: &Protocol,
     opts: &RunOptions,
-) -> Result<(ExecSettings, Option<ReferenceServer>), SetupError> {
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     let mut base_vars: BTreeMap<String, String> = protocol
         .vars
         .iter()
@@ -245,6 +325,237 @@ async fn prepare(
         .map(|p| p.vars.clone())
         .unwrap_or_default();
     override_vars.extend(opts.vars.clone());
+    (base_vars, override_vars)
+}
+
+/// The scenarios of a suite as the profile runs them (skipped or expected to fail).
+fn profiled(suite: &Suite, profile: Option<&Profile>) -> Vec<Scenario> {
+    match profile {
+        Some(p) => suite.scenarios.iter().map(|s| p.apply(s)).collect(),
+        None => suite.scenarios.clone(),
+    }
+}
+
+/// Runs a suite whose scenarios play the server (`role: server`): each scenario listens, the
+/// client under test connects, the steps run, the client is stopped.
+async fn serve_suite(
+    suite: &Suite,
+    protocol: &Protocol,
+    opts: &RunOptions,
+    reporter: &mut dyn Reporter,
+) -> Result<Vec<ScenarioResult>, SetupError> {
+    let (base_vars, override_vars) = layered_vars(suite, protocol, opts);
+    let settings = ExecSettings {
+        addr: String::new(),
+        transport: Transport::Tcp,
+        base_vars,
+        override_vars,
+        timeout: opts.timeout,
+        connect_timeout: opts.connect_timeout,
+        recv_limit: opts.recv_limit,
+        json_bodies: protocol.json_bodies,
+        framing: protocol.framing,
+        packet: protocol.packet,
+    };
+    let scenarios = profiled(suite, opts.profile.as_ref());
+    let Some(serve) = opts.serve.clone().or_else(|| {
+        opts.target.is_none().then(|| ServeOptions {
+            listen: None,
+            client: None,
+            accept_timeout: DEFAULT_ACCEPT_TIMEOUT,
+        })
+    }) else {
+        // A target is a server: this suite has nothing to run against it.
+        reporter.report(&Event::SuiteStarted {
+            suite,
+            target: "not run: it tests clients (role: server)",
+        })?;
+        let mut results = Vec::with_capacity(scenarios.len());
+        for mut scenario in scenarios {
+            scenario.skip = Some(
+                "the suite tests clients (role: server): run it with `harness serve`, not against --target"
+                    .into(),
+            );
+            let result = run_scenario(&scenario, &settings, next_uniq()).await;
+            reporter.report(&Event::ScenarioFinished(&result))?;
+            results.push(result);
+        }
+        return Ok(results);
+    };
+    let client = match serve.client {
+        Some(c) => c,
+        None => {
+            protocol::reference_client(protocol).ok_or_else(|| SetupError::NoReferenceClient {
+                protocol: protocol.name.to_owned(),
+            })?
+        }
+    };
+    let shared = match &serve.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| SetupError::Listen {
+                    addr: addr.clone(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let listening = match &shared {
+        Some(l) => l
+            .local_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string()),
+        None => "a free port per scenario".to_owned(),
+    };
+    reporter.report(&Event::SuiteStarted {
+        suite,
+        target: &format!("serving {} at {listening}", client.describe()),
+    })?;
+    let settings = Arc::new(settings);
+    let serve = Arc::new(ServeOptions {
+        client: Some(client),
+        ..serve
+    });
+    let mut slots: Vec<Option<ScenarioResult>> = vec![None; scenarios.len()];
+    if let Some(listener) = &shared {
+        // One address: one scenario at a time, each taking the connections that arrive.
+        let addr = listener
+            .local_addr()
+            .map_or_else(|_| listening.clone(), |a| a.to_string());
+        for (index, scenario) in scenarios.iter().enumerate() {
+            if scenario.skip.is_none()
+                && !serve
+                    .client
+                    .as_ref()
+                    .is_some_and(ClientSpec::is_started_by_harness)
+            {
+                reporter.report(&Event::WaitingForClient {
+                    id: &scenario.id,
+                    addr: &addr,
+                })?;
+            }
+            let result = serve_scenario(scenario, &settings, &serve, listener).await;
+            reporter.report(&Event::ScenarioFinished(&result))?;
+            slots[index] = Some(result);
+        }
+        return Ok(slots.into_iter().flatten().collect());
+    }
+    let jobs = if suite.config.serial {
+        1
+    } else {
+        opts.jobs.max(1)
+    };
+    let semaphore = Arc::new(Semaphore::new(jobs));
+    let mut set = JoinSet::new();
+    for (index, scenario) in scenarios.into_iter().enumerate() {
+        let settings = settings.clone();
+        let serve = serve.clone();
+        let semaphore = semaphore.clone();
+        set.spawn(async move {
+            let _permit = semaphore.acquire_owned().await;
+            let result = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+                Ok(listener) => serve_scenario(&scenario, &settings, &serve, &listener).await,
+                Err(e) => {
+                    let message = format!("cannot listen on a loopback port: {e}");
+                    not_run(&scenario, &settings, next_uniq(), message).await
+                }
+            };
+            (index, result)
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((index, result)) => {
+                reporter.report(&Event::ScenarioFinished(&result))?;
+                slots[index] = Some(result);
+            }
+            Err(e) => {
+                return Err(SetupError::Internal(format!(
+                    "a scenario task stopped: {e}"
+                )));
+            }
+        }
+    }
+    Ok(slots.into_iter().flatten().collect())
+}
+
+/// How long a client may take to end by itself once its scenario is over, before it is
+/// stopped.
+const CLIENT_LINGER: Duration = Duration::from_millis(500);
+
+/// The result of a scenario that could not start: an error, no step run.
+async fn not_run(
+    scenario: &Scenario,
+    settings: &ExecSettings,
+    uniq: String,
+    message: String,
+) -> ScenarioResult {
+    let mut skipped = scenario.clone();
+    skipped.skip = Some(String::new());
+    let mut r = run_scenario(&skipped, settings, uniq).await;
+    r.outcome = Outcome::Error;
+    r.reason = None;
+    r.failure = Some(Failure {
+        message,
+        span: Some(scenario.span),
+        ..Failure::default()
+    });
+    r
+}
+
+/// One scenario played as the server on `listener`: starts the client, runs the steps,
+/// stops the client and adds what it printed to the transcript.
+async fn serve_scenario(
+    scenario: &Scenario,
+    settings: &ExecSettings,
+    serve: &ServeOptions,
+    listener: &tokio::net::TcpListener,
+) -> ScenarioResult {
+    let uniq = next_uniq();
+    if scenario.skip.is_some() {
+        return run_scenario(scenario, settings, uniq).await;
+    }
+    let spec = serve.client.clone().unwrap_or(ClientSpec::Person);
+    let mut vars = settings.base_vars.clone();
+    vars.extend(scenario.vars.clone());
+    vars.extend(settings.override_vars.clone());
+    vars.insert("uniq".into(), uniq.clone());
+    let started = Instant::now();
+    let client = match listener.local_addr() {
+        Ok(addr) => RunningClient::start(&spec, addr, &vars).map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the listening socket has no address: {e}")),
+    };
+    let client = match client {
+        Ok(c) => c,
+        Err(message) => return not_run(scenario, settings, uniq, message).await,
+    };
+    let peer = ClientPeer {
+        listener,
+        output: client.as_ref().map(RunningClient::watch),
+        accept_timeout: serve.accept_timeout,
+    };
+    let mut result = run_scenario_with(scenario, settings, uniq, Peer::Client(&peer)).await;
+    if let Some(client) = client {
+        let mut watch = client.watch();
+        // A client whose connections just closed usually ends by itself: what it prints
+        // then belongs in the transcript.
+        let deadline = Instant::now() + CLIENT_LINGER;
+        while watch.with(|o| o.exit.is_none()) && watch.changed(deadline).await {}
+        client.stop().await;
+        result
+            .transcript
+            .add_output(execute::CLIENT, &watch.snapshot(), started);
+    }
+    result
+}
+
+/// The target and settings of one suite; starts the reference server when there is no target.
+async fn prepare(
+    suite: &Suite,
+    protocol: &Protocol,
+    opts: &RunOptions,
+) -> Result<(ExecSettings, Option<ReferenceServer>), SetupError> {
+    let (mut base_vars, override_vars) = layered_vars(suite, protocol, opts);
 
     let (addr, reference) = match &opts.target {
         Some(t) => (t.clone(), None),

@@ -70,6 +70,23 @@ pub enum EntryKind {
     ClosedByUs,
     /// We closed our writing side and went on reading.
     ShutDownByUs,
+    /// The client under test opened this connection (the harness plays the server).
+    Accepted {
+        from: String,
+    },
+    /// A line the client under test printed.
+    Output {
+        stream: &'static str,
+        text: String,
+    },
+    /// The client under test ended.
+    Exited {
+        how: String,
+    },
+    /// A step about the client's process could not be checked: a person started it.
+    NotChecked {
+        what: String,
+    },
 }
 
 impl EntryKind {
@@ -183,6 +200,9 @@ pub struct Transcript {
     /// The protocol has no line ends (chunks or packets): do not point out their absence.
     #[serde(skip)]
     pub binary: bool,
+    /// The harness played the server: what it sent goes `S -> C`, what it received `C -> S`.
+    #[serde(skip)]
+    pub serving: bool,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -201,6 +221,84 @@ impl Transcript {
             kind,
             background: false,
         });
+    }
+
+    /// `C -> S` or `S -> C` for a message on connection `c` that the harness sent (or
+    /// received), depending on the side it plays.
+    fn arrow(&self, c: &str, sent: bool) -> String {
+        if sent != self.serving {
+            format!("{c} -> S")
+        } else {
+            format!("S -> {c}")
+        }
+    }
+
+    /// Adds what the client under test printed and how it ended (as entries of the
+    /// connection-like name `conn`), each at its time. `started` is when the scenario began.
+    pub fn add_output(
+        &mut self,
+        conn: &str,
+        output: &crate::target::output::Output,
+        started: tokio::time::Instant,
+    ) {
+        for l in &output.lines {
+            let at = l.at.saturating_duration_since(started);
+            let stream = if l.stderr { "stderr" } else { "stdout" };
+            let mut text = l.text.clone();
+            if l.cut {
+                text.push_str("... (line cut)");
+            }
+            self.insert_at(at, conn, EntryKind::Output { stream, text });
+        }
+        for (i, n) in output.dropped.iter().enumerate() {
+            if *n > 0 {
+                let stream = if i == 1 { "stderr" } else { "stdout" };
+                let at = output.exit.map_or_else(
+                    || started.elapsed(),
+                    |(t, _)| t.saturating_duration_since(started),
+                );
+                self.insert_at(
+                    at,
+                    conn,
+                    EntryKind::Output {
+                        stream,
+                        text: format!("... {n} more lines not kept"),
+                    },
+                );
+            }
+        }
+        if let Some((t, exit)) = output.exit {
+            let at = t.saturating_duration_since(started);
+            self.insert_at(
+                at,
+                conn,
+                EntryKind::Exited {
+                    how: exit.to_string(),
+                },
+            );
+        }
+    }
+
+    /// Inserts an entry at its time, after the entries that are not later than it.
+    fn insert_at(&mut self, at: Duration, conn: &str, kind: EntryKind) {
+        if self.entries.len() >= MAX_ENTRIES {
+            self.dropped += 1;
+            return;
+        }
+        let position = self
+            .entries
+            .iter()
+            .rposition(|e| e.at <= at)
+            .map_or(0, |i| i + 1);
+        self.entries.insert(
+            position,
+            Entry {
+                at,
+                conn: conn.to_owned(),
+                kind,
+                background: false,
+            },
+        );
     }
 
     /// Records an entry that a background rule handled. Such entries are learned of late,
@@ -241,11 +339,16 @@ impl Transcript {
 
     /// Renders the transcript without the entries background rules handled: what the steps
     /// did, the same from run to run whatever else the target sent meanwhile.
+    /// What the client under test printed comes last: when it arrives relative to the
+    /// messages is up to the scheduler.
     pub fn render_steps(&self, redact: &[(String, String)]) -> String {
-        let entries: Vec<Entry> = self
-            .entries
-            .iter()
-            .filter(|e| !e.background)
+        let is_output =
+            |e: &&Entry| matches!(e.kind, EntryKind::Output { .. } | EntryKind::Exited { .. });
+        let steps = self.entries.iter().filter(|e| !e.background);
+        let entries: Vec<Entry> = steps
+            .clone()
+            .filter(|e| !is_output(e))
+            .chain(steps.filter(is_output))
             .cloned()
             .collect();
         self.render_entries(&entries, false, redact)
@@ -289,33 +392,38 @@ impl Transcript {
                     let _ = write!(line, "{c}  could not connect: {reason}");
                 }
                 EntryKind::Sent { data, writes } => {
-                    let _ = write!(line, "{c} -> S  {}", show_data(data, &data.bytes));
+                    let arrow = self.arrow(c, true);
+                    let _ = write!(line, "{arrow}  {}", show_data(data, &data.bytes));
                     if *writes > 1 {
                         let _ = write!(line, "  (in {writes} writes)");
                     }
                 }
                 EntryKind::SendFailed { reason } => {
-                    let _ = write!(line, "{c} -> S  could not send: {reason}");
+                    let arrow = self.arrow(c, true);
+                    let _ = write!(line, "{arrow}  could not send: {reason}");
                 }
                 EntryKind::Received { data, terminated } => {
                     let mut bytes = data.bytes.clone();
                     if *terminated {
                         bytes.push(b'\n');
                     }
-                    let _ = write!(line, "S -> {c}  {}", show_data(data, &bytes));
+                    let arrow = self.arrow(c, false);
+                    let _ = write!(line, "{arrow}  {}", show_data(data, &bytes));
                     if !terminated && !self.binary {
                         line.push_str("  (no line end)");
                     }
                 }
                 EntryKind::TooLong { limit, head } => {
+                    let arrow = self.arrow(c, false);
                     let _ = write!(
                         line,
-                        "S -> {c}  more than {limit} bytes without a line end, starting {}",
+                        "{arrow}  more than {limit} bytes without a line end, starting {}",
                         show_bytes(&head.bytes)
                     );
                 }
                 EntryKind::ClosedByTarget { how } => {
-                    let _ = write!(line, "{c}  closed by the target ({how})");
+                    let who = if self.serving { "client" } else { "target" };
+                    let _ = write!(line, "{c}  closed by the {who} ({how})");
                 }
                 EntryKind::ClosedByUs => {
                     let _ = write!(line, "{c}  closed by the harness");
@@ -324,6 +432,21 @@ impl Transcript {
                     let _ = write!(
                         line,
                         "{c}  the harness stopped writing (FIN), still reading"
+                    );
+                }
+                EntryKind::Accepted { from } => {
+                    let _ = write!(line, "{c}  accepted a connection from {from}");
+                }
+                EntryKind::Output { stream, text } => {
+                    let _ = write!(line, "{c}  {stream} | {}", abbreviate(text, LINE_CHARS));
+                }
+                EntryKind::Exited { how } => {
+                    let _ = write!(line, "{c}  ended ({how})");
+                }
+                EntryKind::NotChecked { what } => {
+                    let _ = write!(
+                        line,
+                        "{c}  {what} not checked: the client was not started by the harness"
                     );
                 }
             }

@@ -42,6 +42,17 @@ pub enum Level {
     Should,
 }
 
+/// Which side of the protocol the harness plays in a suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// The harness is the client: it connects to the server under test (`harness run`).
+    #[default]
+    Client,
+    /// The harness is the server: it accepts the connections of the client under test
+    /// (`harness serve`); in arrows `S -> C` sends and `C -> S` expects.
+    Server,
+}
+
 /// A folder of scenarios and its `suite.yaml` defaults.
 #[derive(Debug)]
 pub struct Suite {
@@ -75,6 +86,8 @@ pub struct SuiteConfig {
     pub tags: Vec<String>,
     /// Messages answered or ignored whenever no step expects them (`background:`).
     pub background: Vec<BackgroundRule>,
+    /// `role: server` makes the harness play the server side (default `client`).
+    pub role: Role,
     pub source: Option<Arc<SourceFile>>,
 }
 
@@ -91,6 +104,7 @@ impl Default for SuiteConfig {
             points: 1,
             tags: Vec::new(),
             background: Vec::new(),
+            role: Role::Client,
             source: None,
         }
     }
@@ -178,6 +192,8 @@ pub struct Scenario {
     /// state on the target, such as the one game a chat server runs), though each may run
     /// alongside every other scenario.
     pub lock: Option<String>,
+    /// The side the harness plays (the suite's `role:`).
+    pub role: Role,
     pub steps: Vec<Step>,
     pub source: Arc<SourceFile>,
     /// Where the scenario's id is written (the value of `id:`), or line 1, col 1.
@@ -224,6 +240,23 @@ pub enum StepKind {
     /// target sees the end of the stream and may still answer.
     Shutdown {
         conn: String,
+    },
+    /// Server role: wait for the client under test to open its next connection.
+    Accept {
+        conn: String,
+        within: Option<Duration>,
+    },
+    /// Server role: the client under test exits within the deadline, with `code` if given.
+    ExpectExit {
+        code: Option<i32>,
+        within: Option<Duration>,
+    },
+    /// Server role: a line the client under test printed (to stdout, or stderr) matches
+    /// (`Exact` or `Regex`); waits for it until the deadline or the client's exit.
+    ExpectOutput {
+        matcher: Matcher,
+        stderr: bool,
+        within: Option<Duration>,
     },
     /// Expectations met in whatever order their messages arrive (each an `Expect` step).
     AnyOrder(Vec<Step>),
@@ -289,6 +322,9 @@ pub struct Expect {
     /// match these (a stream that ends with a flagged packet). `<any+:name>` fields gather
     /// the packets' values into one variable.
     pub until: Option<PacketSpec>,
+    /// With `until`: fields whose values, joined over every packet of the stream, must
+    /// equal these (e.g. the whole text, however the peer cut it into packets).
+    pub joined: Option<PacketSpec>,
 }
 
 /// `bisect:` a number guessed by halving a range.

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! suite.yaml           protocol, title, vars, timeout, quiet, gap, serial, points, tags,
-//!                      background
+//!                      background, role
 //! NAME.profile.yaml    vars, reference, skip, xfail   (skip/xfail: id glob -> reason)
 //! any other *.yaml     id, title, spec, tags, points, level, serial, timeout, quiet, gap, vars,
 //!                      xfail, skip, background, lock, steps
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::diagnostic::{Diagnostic, did_you_mean, suggestion_help};
-use super::model::{Level, Profile, Scenario, SourceFile, Span, SuiteConfig, Template};
+use super::model::{Level, Profile, Role, Scenario, SourceFile, Span, SuiteConfig, Template};
 use super::step;
 use super::template;
 use super::yaml::{self, Kind, Node};
@@ -57,6 +57,7 @@ const SUITE_KEYS: &[&str] = &[
     "points",
     "tags",
     "background",
+    "role",
 ];
 const PROFILE_KEYS: &[&str] = &["vars", "reference", "skip", "xfail"];
 
@@ -142,6 +143,7 @@ pub fn parse_scenario(
     suite: &SuiteConfig,
 ) -> Result<Scenario, Diagnostics> {
     let mut ctx = Ctx::new(path, text);
+    ctx.role = suite.role;
     let scenario = ctx.scenario(suite);
     ctx.finish(scenario)
 }
@@ -164,6 +166,8 @@ pub fn parse_profile(path: &Path, text: &str) -> Result<Profile, Diagnostics> {
 pub(crate) struct Ctx {
     pub file: Arc<SourceFile>,
     pub diags: Vec<Diagnostic>,
+    /// The side the harness plays in the suite being read (arrows depend on it).
+    pub role: Role,
 }
 
 /// The known keys of a mapping, each with its key and value node.
@@ -212,6 +216,7 @@ impl Ctx {
                 text: text.strip_prefix('\u{feff}').unwrap_or(text).to_owned(),
             }),
             diags: Vec::new(),
+            role: Role::Client,
         }
     }
 
@@ -328,6 +333,7 @@ impl Ctx {
             skip,
             background: background?,
             lock,
+            role: suite.role,
             steps,
             source: Arc::clone(&self.file),
             span: id_node.map_or(
@@ -389,6 +395,29 @@ impl Ctx {
         }
     }
 
+    fn role(&mut self, node: &Node) -> Option<Role> {
+        match node.scalar() {
+            Some("client") => Some(Role::Client),
+            Some("server") => Some(Role::Server),
+            _ => {
+                let d = self
+                    .error(
+                        node.span,
+                        format!(
+                            "`role` must be `client` or `server`, found {}",
+                            node.describe()
+                        ),
+                    )
+                    .with_help(
+                        "`role: server` makes the harness play the server, to test a client \
+                         (`harness serve`); the default `client` tests a server",
+                    );
+                self.push(d);
+                None
+            }
+        }
+    }
+
     fn suite_config(&mut self) -> Option<SuiteConfig> {
         let mut config = SuiteConfig {
             source: Some(Arc::clone(&self.file)),
@@ -429,6 +458,9 @@ impl Ctx {
         }
         if let Some(n) = f.get("tags") {
             config.tags = self.tags(n);
+        }
+        if let Some(n) = f.get("role") {
+            config.role = self.role(n)?;
         }
         if let Some(n) = f.get("background") {
             config.background = step::background(self, n)?;

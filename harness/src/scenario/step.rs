@@ -5,7 +5,8 @@
 //! - S -> C: text | re:regex           expect on C            (step span: the text)
 //! - send: text | {conn, text|bytes|hex|packet, split, pause}  (step span: `send`)
 //! - S -> others: text                 expect on every open connection but the last sender
-//! - expect: text | {conn, text|re|bytes|hex|packet, within, subset, at, tolerance, until}
+//! - expect: text | {conn, text|re|bytes|hex|packet, within, subset, at, tolerance, until,
+//!                   joined}
 //! - any_order: [expect steps]          the messages may arrive in any order
 //! - expect_close: ~ | conn | {conn, within}
 //! - expect_silence: duration | {conn, for}
@@ -15,6 +16,15 @@
 //! - connect: ~ | conn | {conn, port}   port: a number, or +N from the target's port
 //! - bisect: {conn, var, low, high, send, found, higher, lower}
 //!                                      find a hidden number by halving [low, high]
+//!
+//! In a suite with `role: server` (the harness plays the server, `harness serve`):
+//! - S -> C: text                      send a line to the client on C
+//! - C -> S: text | re:regex           expect from the client on C
+//! - accept: ~ | conn | {conn, within} wait for the client's next connection
+//! - expect_exit: ~ | code | {code, within}
+//!                                      the client under test exits (with that code)
+//! - expect_output: text | re:regex | {text|re, stream, within}
+//!                                      a line the client printed (stdout, or stream: stderr)
 //! ```
 //!
 //! `re:` may be followed by one space, but then YAML needs the message quoted
@@ -31,8 +41,8 @@ use std::time::Duration;
 
 use super::diagnostic::did_you_mean;
 use super::model::{
-    At, BackgroundRule, Bisect, Expect, Matcher, PacketSpec, Payload, Send, Span, Step, StepKind,
-    Template,
+    At, BackgroundRule, Bisect, Expect, Matcher, PacketSpec, Payload, Role, Send, Span, Step,
+    StepKind, Template,
 };
 use super::parse::{Ctx, Fields};
 use super::template;
@@ -58,6 +68,9 @@ const STEP_KINDS: &[&str] = &[
     "connect",
     "any_order",
     "bisect",
+    "accept",
+    "expect_exit",
+    "expect_output",
 ];
 const SEND_KEYS: &[&str] = &[
     "conn", "text", "bytes", "hex", "packet", "split", "pause", "chunk",
@@ -75,6 +88,7 @@ const EXPECT_KEYS: &[&str] = &[
     "tolerance",
     "packet",
     "until",
+    "joined",
 ];
 const BACKGROUND_KEYS: &[&str] = &["on", "reply"];
 const CONNECT_KEYS: &[&str] = &["conn", "port"];
@@ -84,6 +98,11 @@ const BISECT_KEYS: &[&str] = &[
 const EXPECT_MATCHERS: &[&str] = &["text", "re", "bytes", "hex", "packet"];
 const CLOSE_KEYS: &[&str] = &["conn", "within"];
 const SILENCE_KEYS: &[&str] = &["conn", "for"];
+const ACCEPT_KEYS: &[&str] = &["conn", "within"];
+const EXIT_KEYS: &[&str] = &["code", "within"];
+const OUTPUT_KEYS: &[&str] = &["text", "re", "stream", "within"];
+/// Steps that only make sense when the harness plays the server.
+const SERVER_STEPS: &[&str] = &["accept", "expect_exit", "expect_output"];
 
 const STEP_HELP: &str = "a step is a mapping with one key: `C -> S: message`, \
                          `S -> C: message`, or one of `send`, `expect`, `expect_close`, \
@@ -156,6 +175,9 @@ fn step(ctx: &mut Ctx, item: &Node, current: &mut String) -> Option<Step> {
     if name.contains("->") {
         return arrow(ctx, key, name, value, current);
     }
+    if !role_allows(ctx, key, name) {
+        return None;
+    }
     let kind = match name {
         "send" => send(ctx, key, value, current),
         "expect" => expect(ctx, key, value, current),
@@ -167,6 +189,9 @@ fn step(ctx: &mut Ctx, item: &Node, current: &mut String) -> Option<Step> {
         "connect" => connect(ctx, value, current),
         "bisect" => bisect(ctx, key, value, current),
         "any_order" => any_order(ctx, key, value, current),
+        "accept" => accept(ctx, value, current),
+        "expect_exit" => expect_exit(ctx, value),
+        "expect_output" => expect_output(ctx, key, value),
         _ => {
             let d = ctx
                 .error(key.span, format!("unknown step `{name}`"))
@@ -220,9 +245,11 @@ fn arrow(
 ) -> Option<Step> {
     let (from, to) = name.split_once("->")?;
     let (from, to) = (from.trim(), to.trim());
+    // `sending`: the harness writes. It is the client unless the suite says `role: server`.
+    let serving = ctx.role == Role::Server;
     let (conn, sending) = match (from == SERVER, to == SERVER) {
-        (false, true) => (from, true),
-        (true, false) => (to, false),
+        (false, true) => (from, !serving),
+        (true, false) => (to, serving),
         _ => {
             let mut help =
                 "write `C -> S: message` to send and `S -> C: message` to expect".to_owned();
@@ -239,6 +266,16 @@ fn arrow(
             return None;
         }
     };
+    if serving && conn == OTHERS {
+        let d = ctx
+            .error(
+                key.span,
+                "`others` is for suites where the harness is the client",
+            )
+            .with_help("with `role: server`, name each connection: `S -> C2: message`");
+        ctx.push(d);
+        return None;
+    }
     let to_others = !sending && conn == OTHERS;
     let conn_ok = to_others || check_conn_name(ctx, conn, key.span);
     if conn_ok && !to_others {
@@ -294,6 +331,7 @@ fn arrow(
             subset: false,
             at: None,
             until: None,
+            joined: None,
         })
     };
     conn_ok.then_some(Step { kind, span })
@@ -472,7 +510,11 @@ fn send(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Option
     let chunk = match f.get("chunk") {
         Some(node) => {
             let n = ctx.int(node, "chunk")?;
-            if n == 0 || !matches!(payload, Some(Payload::Packet(_))) {
+            if n == 0
+                || payload
+                    .as_ref()
+                    .is_some_and(|p| !matches!(p, Payload::Packet(_)))
+            {
                 let d = ctx
                     .error(node.span, "`chunk` cuts a packet's data: a size above 0, with `packet`")
                     .with_help("e.g. `- send: { packet: { keyword: abcd, data: \"{{text}}\" }, chunk: 9984 }`");
@@ -583,6 +625,7 @@ fn expect(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Opti
             subset: false,
             at: None,
             until: None,
+            joined: None,
         }));
     }
     if !matches!(value.kind, Kind::Map(_)) {
@@ -669,6 +712,19 @@ fn expect(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Opti
         }
         None => None,
     };
+    let joined = match f.get("joined") {
+        Some(node) => {
+            if until.is_none() {
+                let d = ctx
+                    .error(node.span, "`joined` checks a stream of packets read with `until`")
+                    .with_help("e.g. `- expect: { packet: { data: \"<any>\" }, until: { flag: 1 }, joined: { data: \"{{text}}\" } }`");
+                ctx.push(d);
+                return None;
+            }
+            Some(packet(ctx, node)?)
+        }
+        None => None,
+    };
     Some(StepKind::Expect(Expect {
         conn: conn?,
         matcher: matcher?,
@@ -676,6 +732,7 @@ fn expect(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Opti
         subset,
         at,
         until,
+        joined,
     }))
 }
 
@@ -777,6 +834,7 @@ fn bisect(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Opti
             subset: false,
             at: None,
             until: None,
+            joined: None,
         })
     };
     let send = text(ctx, "send").map(|t| Send {
@@ -951,4 +1009,154 @@ fn expect_silence(
     };
     let duration = ctx.duration(node, "for")?;
     Some(StepKind::ExpectSilence { conn, duration })
+}
+
+/// Whether the step `name` fits the side the harness plays; reports why not.
+fn role_allows(ctx: &mut Ctx, key: &Node, name: &str) -> bool {
+    let (message, help) = match ctx.role {
+        Role::Client if SERVER_STEPS.contains(&name) => (
+            format!("`{name}` is a step for suites where the harness plays the server"),
+            "add `role: server` to the suite's suite.yaml and test a client with `harness serve`",
+        ),
+        Role::Server if name == "connect" => (
+            "with `role: server` the client under test connects: the harness does not".to_owned(),
+            "wait for its connection with `- accept: C` (a connection's first step accepts it too)",
+        ),
+        _ => return true,
+    };
+    let d = ctx.error(key.span, message).with_help(help);
+    ctx.push(d);
+    false
+}
+
+/// `accept: ~ | conn | {conn, within}`.
+fn accept(ctx: &mut Ctx, value: &Node, current: &mut String) -> Option<StepKind> {
+    if !matches!(value.kind, Kind::Map(_)) {
+        let conn = conn_or_current(ctx, value, current)?;
+        return Some(StepKind::Accept { conn, within: None });
+    }
+    let f = ctx.fields(value, ACCEPT_KEYS, "`accept`")?;
+    let conn = conn_field(ctx, &f, current);
+    let within = match f.get("within") {
+        Some(node) => Some(ctx.duration(node, "within")?),
+        None => None,
+    };
+    Some(StepKind::Accept {
+        conn: conn?,
+        within,
+    })
+}
+
+/// `expect_exit: ~ | code | {code, within}`.
+fn expect_exit(ctx: &mut Ctx, value: &Node) -> Option<StepKind> {
+    if value.is_null() {
+        return Some(StepKind::ExpectExit {
+            code: None,
+            within: None,
+        });
+    }
+    if !matches!(value.kind, Kind::Map(_)) {
+        let code = exit_code(ctx, value)?;
+        return Some(StepKind::ExpectExit {
+            code: Some(code),
+            within: None,
+        });
+    }
+    let f = ctx.fields(value, EXIT_KEYS, "`expect_exit`")?;
+    let code = match f.get("code") {
+        Some(node) => Some(exit_code(ctx, node)?),
+        None => None,
+    };
+    let within = match f.get("within") {
+        Some(node) => Some(ctx.duration(node, "within")?),
+        None => None,
+    };
+    Some(StepKind::ExpectExit { code, within })
+}
+
+fn exit_code(ctx: &mut Ctx, node: &Node) -> Option<i32> {
+    let code = node
+        .scalar()
+        .filter(|_| node.is_plain())
+        .and_then(|s| s.parse::<i32>().ok());
+    if code.is_none() {
+        let d = ctx
+            .error(
+                node.span,
+                format!("an exit code is a number, found {}", node.describe()),
+            )
+            .with_help("e.g. `- expect_exit: 0` or `- expect_exit: { code: 1, within: 5s }`");
+        ctx.push(d);
+    }
+    code
+}
+
+/// `expect_output: text | re:regex | {text|re, stream, within}`.
+fn expect_output(ctx: &mut Ctx, key: &Node, value: &Node) -> Option<StepKind> {
+    if let Some(text) = value.scalar().filter(|_| !value.is_null()) {
+        let matcher = match text.strip_prefix("re:") {
+            Some(rest) => {
+                let t = ctx.template(value, 3 + usize::from(rest.starts_with(' ')))?;
+                check_regex(ctx, &t)?;
+                Matcher::Regex(t)
+            }
+            None => Matcher::Exact(ctx.template(value, 0)?),
+        };
+        return Some(StepKind::ExpectOutput {
+            matcher,
+            stderr: false,
+            within: None,
+        });
+    }
+    if !matches!(value.kind, Kind::Map(_)) {
+        let d = ctx
+            .error(
+                if value.is_null() { key.span } else { value.span },
+                format!(
+                    "`expect_output` needs a line or options, found {}",
+                    value.describe()
+                ),
+            )
+            .with_help("e.g. `- expect_output: \"Score: 50\"` or `- expect_output: { re: \"^KEY: \\\\w+$\" }`");
+        ctx.push(d);
+        return None;
+    }
+    let f = ctx.fields(value, OUTPUT_KEYS, "`expect_output`")?;
+    let matcher =
+        one_of(ctx, &f, &["text", "re"], "expect_output", key).and_then(|(kind, node)| {
+            let t = ctx.template(node, 0)?;
+            if kind == "re" {
+                check_regex(ctx, &t)?;
+                Some(Matcher::Regex(t))
+            } else {
+                Some(Matcher::Exact(t))
+            }
+        });
+    let stderr = match f.get("stream") {
+        None => Some(false),
+        Some(node) => match node.scalar() {
+            Some("stdout") => Some(false),
+            Some("stderr") => Some(true),
+            _ => {
+                let d = ctx.error(
+                    node.span,
+                    format!(
+                        "`stream` must be `stdout` or `stderr`, found {}",
+                        node.describe()
+                    ),
+                );
+                ctx.push(d);
+                None
+            }
+        },
+    };
+    let within = match f.get("within") {
+        Some(node) => Some(ctx.duration(node, "within")?),
+        None => None,
+    };
+    Some(StepKind::ExpectOutput {
+        matcher: matcher?,
+        stderr: stderr?,
+        within,
+    })
 }

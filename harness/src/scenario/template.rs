@@ -737,6 +737,7 @@ pub fn check_vars(scenario: &Scenario, known: &BTreeSet<String>) -> Vec<Diagnost
                 }
             }
             StepKind::Connect { port: Some(t), .. } => templates.push((t.clone(), false)),
+            StepKind::ExpectOutput { matcher: m, .. } => templates.extend(matcher(m)),
             StepKind::Bisect(b) => {
                 defined.insert(b.var.clone());
                 templates.extend(payload(&b.send.payload));

@@ -707,3 +707,102 @@ steps:
     );
     snapshot("connect_and_bisect_errors", &out);
 }
+
+fn serving() -> SuiteConfig {
+    SuiteConfig {
+        role: crate::scenario::model::Role::Server,
+        ..SuiteConfig::default()
+    }
+}
+
+#[test]
+fn server_role_flips_arrows_and_has_its_own_steps() {
+    let s = match parse_scenario(
+        Path::new(PATH),
+        "id: t
+steps:
+  - C -> S: HELLO
+  - S -> C: WELCOME
+  - accept: { conn: C2, within: 3s }
+  - expect_output: \"Score: 50\"
+  - expect_output: { re: '^KEY: \\w+$', stream: stderr, within: 1s }
+  - expect_exit: 0
+  - expect_exit: { within: 2s }
+  - expect_exit: ~
+  - expect: { packet: { data: \"<any>\" }, until: { flag: 1 }, joined: { data: abc } }
+",
+        &serving(),
+    ) {
+        Ok(s) => s.steps,
+        Err(d) => panic!("{}", d.render()),
+    };
+    assert!(matches!(&s[0].kind, StepKind::Expect(e) if e.conn == "C"));
+    assert!(matches!(&s[1].kind, StepKind::Send(send) if send.conn == "C"));
+    assert!(
+        matches!(&s[2].kind, StepKind::Accept { conn, within: Some(d) } if conn == "C2" && *d == Duration::from_secs(3))
+    );
+    assert!(
+        matches!(&s[3].kind, StepKind::ExpectOutput { matcher: Matcher::Exact(t), stderr: false, within: None } if lit(t) == "Score: 50")
+    );
+    assert!(matches!(
+        &s[4].kind,
+        StepKind::ExpectOutput {
+            matcher: Matcher::Regex(_),
+            stderr: true,
+            within: Some(_)
+        }
+    ));
+    assert!(matches!(
+        &s[5].kind,
+        StepKind::ExpectExit {
+            code: Some(0),
+            within: None
+        }
+    ));
+    assert!(matches!(
+        &s[6].kind,
+        StepKind::ExpectExit {
+            code: None,
+            within: Some(_)
+        }
+    ));
+    assert!(matches!(
+        &s[7].kind,
+        StepKind::ExpectExit {
+            code: None,
+            within: None
+        }
+    ));
+    assert!(
+        matches!(&s[8].kind, StepKind::Expect(e) if e.joined.as_ref().is_some_and(|j| j.fields.len() == 1))
+    );
+
+    let server_errors = match parse_scenario(
+        Path::new(PATH),
+        "id: t
+steps:
+  - connect: C
+  - S -> others: hi
+  - expect_exit: zero
+  - expect_output: { text: a, re: b }
+  - expect_output: { text: a, stream: stdin }
+  - expect: { text: a, joined: { data: x } }
+",
+        &serving(),
+    ) {
+        Ok(_) => panic!("parsed without errors"),
+        Err(d) => d.render(),
+    };
+    let client_errors = errors(
+        "id: t
+steps:
+  - accept: C
+  - expect_exit: 0
+  - expect_output: hello
+",
+    );
+    snapshot(
+        "server_role_errors",
+        &format!("role: server\n{server_errors}\nrole: client\n{client_errors}"),
+    );
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use harness::protocol::ReferenceServer;
 use harness::run::Outcome;
 use reference_impl::mathsvc::fault::Fault as MathFault;
-use reference_impl::packet::fault::Fault as PacketFault;
+use reference_impl::packet::fault::{ClientFault, Fault as PacketFault};
 
 use crate::support;
 
@@ -209,6 +209,83 @@ const MATH_CASES: &[(MathFault, &[Caught])] = &[
     ),
 ];
 
+/// The packet client suite (the harness plays the server) against the built-in client made
+/// wrong in one way.
+const CLIENT_CASES: &[(ClientFault, &[Caught])] = &[
+    (
+        ClientFault::LittleEndianOnly,
+        &[
+            ("packet-client/binary-text", Failed, 6),
+            ("packet-client/error-packet", Failed, 6),
+            ("packet-client/happy", Failed, 7),
+            ("packet-client/key-runs-across-packets", Failed, 6),
+            ("packet-client/long-text-in-chunks", Failed, 6),
+            ("packet-client/lower-score", Failed, 6),
+            ("packet-client/one-packet-stream", Failed, 6),
+            ("packet-client/split-writes", Failed, 6),
+        ],
+    ),
+    (
+        ClientFault::NoFinalFlag,
+        &[
+            ("packet-client/binary-text", TimedOut, 9),
+            ("packet-client/happy", TimedOut, 10),
+            ("packet-client/key-runs-across-packets", TimedOut, 9),
+            ("packet-client/long-text-in-chunks", TimedOut, 10),
+            ("packet-client/lower-score", TimedOut, 8),
+            ("packet-client/one-packet-stream", TimedOut, 8),
+            ("packet-client/split-writes", TimedOut, 10),
+        ],
+    ),
+    (
+        ClientFault::ChunkTooLarge,
+        &[
+            ("packet-client/happy", Failed, 10),
+            ("packet-client/key-runs-across-packets", Failed, 9),
+            ("packet-client/long-text-in-chunks", Failed, 10),
+        ],
+    ),
+    (
+        ClientFault::DecryptsWithoutCarryingKeyPosition,
+        &[("packet-client/key-runs-across-packets", Failed, 9)],
+    ),
+    (
+        ClientFault::WrongKeyword,
+        &[
+            ("packet-client/binary-text", Failed, 9),
+            ("packet-client/happy", Failed, 10),
+            ("packet-client/key-runs-across-packets", Failed, 9),
+            ("packet-client/long-text-in-chunks", Failed, 10),
+            ("packet-client/lower-score", Failed, 8),
+            ("packet-client/one-packet-stream", Failed, 8),
+            ("packet-client/split-writes", Failed, 10),
+        ],
+    ),
+    (
+        ClientFault::DropsLastByte,
+        &[
+            ("packet-client/binary-text", Failed, 9),
+            ("packet-client/happy", Failed, 10),
+            ("packet-client/key-runs-across-packets", Failed, 9),
+            ("packet-client/long-text-in-chunks", Failed, 10),
+            ("packet-client/one-packet-stream", Failed, 8),
+            ("packet-client/split-writes", Failed, 10),
+        ],
+    ),
+    (
+        ClientFault::WrongSidInReply,
+        &[
+            ("packet-client/binary-text", Failed, 9),
+            ("packet-client/happy", Failed, 10),
+            ("packet-client/key-runs-across-packets", Failed, 9),
+            ("packet-client/long-text-in-chunks", Failed, 10),
+            ("packet-client/lower-score", Failed, 8),
+            ("packet-client/one-packet-stream", Failed, 8),
+            ("packet-client/split-writes", Failed, 10),
+        ],
+    ),
+];
+
 /// Faults no scenario can see, and why.
 const PACKET_UNSEEN: &[(PacketFault, &str)] = &[];
 
@@ -237,6 +314,9 @@ fn every_server_fault_has_a_case() {
         .collect();
     let all: BTreeSet<&str> = PacketFault::ALL.iter().map(|f| f.name()).collect();
     assert_eq!(packet, all);
+    let client: BTreeSet<&str> = CLIENT_CASES.iter().map(|(f, _)| f.name()).collect();
+    let all: BTreeSet<&str> = ClientFault::ALL.iter().map(|f| f.name()).collect();
+    assert_eq!(client, all);
     let math: BTreeSet<&str> = MATH_CASES.iter().map(|(f, _)| f.name()).collect();
     let all: BTreeSet<&str> = MathFault::ALL.iter().map(|f| f.name()).collect();
     assert_eq!(math, all);
@@ -257,5 +337,31 @@ async fn each_packet_and_math_fault_fails_its_scenarios() {
     let mut results = support::join_all(packet.collect()).await;
     results.extend(support::join_all(math.collect()).await);
     let problems: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Every client fault at once; the scenarios of each run in parallel, each on its own port
+/// with its own client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_packet_client_fault_fails_its_scenarios() {
+    let suites = support::load(&["scenarios/packet-client"]);
+    let suites = &suites;
+    let runs = CLIENT_CASES.iter().map(|(fault, caught)| async move {
+        let opts = harness::run::RunOptions {
+            serve: Some(harness::run::ServeOptions {
+                listen: None,
+                client: Some(harness::protocol::packet::reference_client(&[*fault])),
+                accept_timeout: harness::run::DEFAULT_ACCEPT_TIMEOUT,
+            }),
+            ..harness::run::RunOptions::default()
+        };
+        let report = support::run(suites, &opts).await;
+        support::compare_caught(fault.name(), &report, caught)
+    });
+    let problems: Vec<String> = support::join_all(runs.collect())
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

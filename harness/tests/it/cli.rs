@@ -184,3 +184,64 @@ fn a_missing_path_is_named() {
     assert_eq!(o.status.code(), Some(2));
     settings().bind(|| insta::assert_snapshot!("cli_missing_path", stderr(&o)));
 }
+
+#[test]
+fn serve_help_teaches() {
+    let o = harness(&["serve", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    settings().bind(|| insta::assert_snapshot!("cli_serve_help", stdout(&o)));
+}
+
+#[test]
+fn serve_the_packet_client_suite_to_the_built_in_client_exits_0() {
+    let o = harness(&["serve", "scenarios/packet-client", "--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("8 passed, 0 failed"), "{}", stdout(&o));
+}
+
+#[test]
+fn serve_setup_errors_exit_2() {
+    let mut text = String::new();
+    for args in [
+        &["serve", "scenarios/kv"][..],
+        &[
+            "serve",
+            "scenarios/packet-client",
+            "--exec",
+            "python3 client.py --host=127.0.0.1",
+        ],
+    ] {
+        let o = harness(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        text.push_str(&format!("$ harness {}\n{}\n", args.join(" "), stderr(&o)));
+    }
+    settings().bind(|| insta::assert_snapshot!("cli_serve_errors", text));
+}
+
+/// Clients that never get as far as the protocol: one that gives up at once, one that
+/// never connects. Each is told apart in the report, with what the client printed.
+#[test]
+fn serve_reports_a_client_that_does_not_connect() {
+    let mut text = String::new();
+    for exec in [
+        "echo cannot reach port {port} >&2; exit 3",
+        "echo started; sleep 30 # {port}",
+    ] {
+        let o = harness(&[
+            "serve",
+            "scenarios/packet-client/error-packet.yaml",
+            "--exec",
+            exec,
+            "--accept-timeout",
+            "300ms",
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        text.push_str(&format!(
+            "$ harness serve ... --exec '{exec}'\n{}\n",
+            stdout(&o)
+        ));
+    }
+    let mut s = settings();
+    s.add_filter(r"port \d+", "port [port]");
+    s.bind(|| insta::assert_snapshot!("cli_serve_client_not_connecting", text));
+}

@@ -292,7 +292,12 @@ async fn renamed_headers_are_mapped_by_vars() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packet_and_math_suites_pass_against_the_reference_servers_and_their_transcripts_hold() {
-    let suites = support::load(&["scenarios/packet", "scenarios/mathsvc"]);
+    // packet-client plays the server against the built-in packet client.
+    let suites = support::load(&[
+        "scenarios/packet",
+        "scenarios/packet-client",
+        "scenarios/mathsvc",
+    ]);
     let report = support::run(&suites, &RunOptions::default()).await;
     let problems: Vec<String> = report
         .results

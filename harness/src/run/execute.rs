@@ -54,6 +54,8 @@ pub struct ExecSettings {
     pub framing: Framing,
     /// The protocol's packets, for `packet:` steps.
     pub packet: Option<&'static dyn PacketFormat>,
+    /// Every deadline is multiplied by this (`--time-scale`, for slow machines).
+    pub time_scale: f64,
 }
 
 /// A step that did not hold.
@@ -146,6 +148,8 @@ pub async fn run_scenario_with(
         transcript: Transcript::default(),
         uniq: uniq.clone(),
         source: scenario.source.clone(),
+        hidden: scenario.hidden,
+        flaky: false,
     };
     if scenario.skip.is_some() {
         result.outcome = Outcome::Skipped;
@@ -164,6 +168,7 @@ pub async fn run_scenario_with(
         }
     }
     exec.finish().await;
+    let exec_earned = exec.earned;
     result.transcript = exec.transcript;
     result.duration = started.elapsed();
     result.outcome = match (outcome, scenario.xfail.is_some()) {
@@ -180,9 +185,12 @@ pub async fn run_scenario_with(
             ..Failure::default()
         });
     }
-    if result.outcome == Outcome::Passed {
-        result.points = scenario.points;
-    }
+    result.points = match result.outcome {
+        Outcome::Passed => scenario.points,
+        // Checkpoints reached before the failure earn their points.
+        Outcome::Failed | Outcome::TimedOut | Outcome::Error => exec_earned,
+        _ => 0,
+    };
     result
 }
 
@@ -206,6 +214,8 @@ struct Exec<'a> {
     /// Compiled regular expressions by pattern.
     regexes: std::cell::RefCell<std::collections::HashMap<String, regex::bytes::Regex>>,
     peer: Peer<'a>,
+    /// Points of the checkpoints reached so far.
+    earned: u32,
 }
 
 impl<'a> Exec<'a> {
@@ -245,13 +255,22 @@ impl<'a> Exec<'a> {
             started,
             line_end,
             require_line_end,
-            timeout: settings.timeout.unwrap_or(scenario.timeout),
+            timeout: settings
+                .timeout
+                .unwrap_or(scenario.timeout)
+                .mul_f64(settings.time_scale),
             last_sender: None,
             sent_last: Default::default(),
             responders: None,
             regexes: Default::default(),
             peer,
+            earned: 0,
         }
+    }
+
+    /// A step's deadline: its own `within` or the scenario's, stretched by `--time-scale`.
+    fn within(&self, within: Option<Duration>) -> Duration {
+        within.map_or(self.timeout, |d| d.mul_f64(self.settings.time_scale))
     }
 
     fn elapsed(&self) -> Duration {
@@ -282,8 +301,7 @@ impl<'a> Exec<'a> {
             StepKind::Expect(expect) => self.expect(expect).await,
             StepKind::AnyOrder(steps) => self.any_order(steps).await,
             StepKind::ExpectClose { conn, within } => {
-                self.expect_close(conn, within.unwrap_or(self.timeout))
-                    .await
+                self.expect_close(conn, self.within(*within)).await
             }
             StepKind::ExpectSilence { conn, duration } => {
                 self.expect_silence(conn.as_deref(), *duration).await
@@ -296,6 +314,10 @@ impl<'a> Exec<'a> {
                 self.close(conn).await;
                 Ok(())
             }
+            StepKind::Points(n) => {
+                self.earned = self.earned.saturating_add(*n);
+                Ok(())
+            }
             StepKind::Accept { conn, within } => {
                 if self.conns.contains_key(conn) {
                     return Err(StepError::new(
@@ -306,15 +328,14 @@ impl<'a> Exec<'a> {
                 self.accept(conn, *within).await
             }
             StepKind::ExpectExit { code, within } => {
-                self.expect_exit(*code, within.unwrap_or(self.timeout))
-                    .await
+                self.expect_exit(*code, self.within(*within)).await
             }
             StepKind::ExpectOutput {
                 matcher,
                 stderr,
                 within,
             } => {
-                self.expect_output(matcher, *stderr, within.unwrap_or(self.timeout))
+                self.expect_output(matcher, *stderr, self.within(*within))
                     .await
             }
             StepKind::Shutdown { conn } => {
@@ -343,7 +364,9 @@ impl<'a> Exec<'a> {
                 "`accept` needs the harness to play the server (`role: server`)",
             ));
         };
-        let wait = within.unwrap_or(client.accept_timeout);
+        let wait = within
+            .unwrap_or(client.accept_timeout)
+            .mul_f64(self.settings.time_scale);
         let deadline = Instant::now() + wait;
         let mut output = client.output.clone();
         let exited = async {
@@ -797,7 +820,8 @@ impl<'a> Exec<'a> {
         start: Instant,
     ) -> Result<(), StepError> {
         let (deadline, within, earliest) = match expect.at {
-            Some(at) => {
+            Some(mut at) => {
+                at.tolerance = at.tolerance.mul_f64(self.settings.time_scale);
                 let since = self.conn(name).await?.last_message_at;
                 (
                     since + at.after + at.tolerance,
@@ -806,7 +830,7 @@ impl<'a> Exec<'a> {
                 )
             }
             None => {
-                let within = expect.within.unwrap_or(self.timeout);
+                let within = self.within(expect.within);
                 (start + within, within, None)
             }
         };
@@ -1040,7 +1064,7 @@ impl<'a> Exec<'a> {
             let mine: Vec<usize> = (0..open.len()).filter(|&i| open[i].0 == name).collect();
             let within = mine
                 .iter()
-                .map(|&i| open[i].1.within.unwrap_or(self.timeout))
+                .map(|&i| self.within(open[i].1.within))
                 .max()
                 .unwrap_or(self.timeout);
             let wanted = if mine.len() == 1 {

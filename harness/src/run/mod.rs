@@ -60,6 +60,8 @@ pub struct RunOptions {
     /// such suites run against their protocol's reference client (or are skipped when a
     /// `target` is given, which only servers can be).
     pub serve: Option<ServeOptions>,
+    /// Every deadline is multiplied by this (`--time-scale`): slow machines, slow targets.
+    pub time_scale: f64,
 }
 
 /// How `harness serve` meets the client under test.
@@ -95,6 +97,7 @@ impl Default for RunOptions {
             strict: false,
             recv_limit: 1024 * 1024,
             serve: None,
+            time_scale: 1.0,
         }
     }
 }
@@ -356,6 +359,7 @@ async fn serve_suite(
         json_bodies: protocol.json_bodies,
         framing: protocol.framing,
         packet: protocol.packet,
+        time_scale: opts.time_scale,
     };
     let scenarios = profiled(suite, opts.profile.as_ref());
     let Some(serve) = opts.serve.clone().or_else(|| {
@@ -604,6 +608,7 @@ async fn prepare(
         json_bodies: protocol.json_bodies,
         framing: protocol.framing,
         packet: protocol.packet,
+        time_scale: opts.time_scale,
     };
     Ok((settings, reference))
 }

@@ -25,6 +25,13 @@ pub enum Outcome {
     ExpectedFailure,
     /// Marked `xfail` but passed: the mark is stale.
     UnexpectedPass,
+    /// The target the harness started exited during the scenario.
+    Crashed,
+    /// The target the harness started stopped answering (it took no new connection, or
+    /// did not answer on one) and did not exit.
+    Hung,
+    /// The target the harness was to start never accepted a connection.
+    DidNotStart,
 }
 
 impl Outcome {
@@ -38,6 +45,9 @@ impl Outcome {
             Outcome::Skipped => "SKIP",
             Outcome::ExpectedFailure => "XFAIL",
             Outcome::UnexpectedPass => "XPASS",
+            Outcome::Crashed => "CRASH",
+            Outcome::Hung => "HUNG",
+            Outcome::DidNotStart => "NOSTART",
         }
     }
 
@@ -45,7 +55,13 @@ impl Outcome {
     pub fn is_problem(self) -> bool {
         matches!(
             self,
-            Outcome::Failed | Outcome::TimedOut | Outcome::Error | Outcome::UnexpectedPass
+            Outcome::Failed
+                | Outcome::TimedOut
+                | Outcome::Error
+                | Outcome::UnexpectedPass
+                | Outcome::Crashed
+                | Outcome::Hung
+                | Outcome::DidNotStart
         )
     }
 }
@@ -90,6 +106,10 @@ pub struct ScenarioResult {
     pub uniq: String,
     /// Values of secrets or other run-specific text to redact in snapshots.
     pub source: Arc<SourceFile>,
+    /// `visibility: hidden`: counted in the score, left out of the student's report.
+    pub hidden: bool,
+    /// Run several times (`--repeat`), it both passed and did not.
+    pub flaky: bool,
 }
 
 impl ScenarioResult {
@@ -110,6 +130,10 @@ pub struct Summary {
     pub skipped: usize,
     pub expected_failures: usize,
     pub unexpected_passes: usize,
+    pub crashed: usize,
+    pub hung: usize,
+    pub did_not_start: usize,
+    pub flaky: usize,
     pub points: u32,
     pub max_points: u32,
     #[serde(serialize_with = "millis", rename = "duration_ms")]
@@ -136,7 +160,11 @@ impl Summary {
                 Outcome::Skipped => s.skipped += 1,
                 Outcome::ExpectedFailure => s.expected_failures += 1,
                 Outcome::UnexpectedPass => s.unexpected_passes += 1,
+                Outcome::Crashed => s.crashed += 1,
+                Outcome::Hung => s.hung += 1,
+                Outcome::DidNotStart => s.did_not_start += 1,
             }
+            s.flaky += usize::from(r.flaky);
             s.points += r.points;
             s.max_points += r.max_points;
         }

@@ -84,6 +84,8 @@ pub struct SuiteConfig {
     pub points: u32,
     /// Tags added to every scenario of the suite.
     pub tags: Vec<String>,
+    /// `visibility: hidden` hides every scenario of the suite from students' reports.
+    pub hidden: bool,
     /// Messages answered or ignored whenever no step expects them (`background:`).
     pub background: Vec<BackgroundRule>,
     /// `role: server` makes the harness play the server side (default `client`).
@@ -103,6 +105,7 @@ impl Default for SuiteConfig {
             serial: false,
             points: 1,
             tags: Vec::new(),
+            hidden: false,
             background: Vec::new(),
             role: Role::Client,
             source: None,
@@ -194,6 +197,8 @@ pub struct Scenario {
     pub lock: Option<String>,
     /// The side the harness plays (the suite's `role:`).
     pub role: Role,
+    /// `visibility: hidden`: the scenario counts in the score but students do not see it.
+    pub hidden: bool,
     pub steps: Vec<Step>,
     pub source: Arc<SourceFile>,
     /// Where the scenario's id is written (the value of `id:`), or line 1, col 1.
@@ -258,6 +263,9 @@ pub enum StepKind {
         stderr: bool,
         within: Option<Duration>,
     },
+    /// `points: N` as a step: a checkpoint. Reaching it earns N points, so a scenario made
+    /// of checkpoints gives partial credit; its total is the sum of its checkpoints.
+    Points(u32),
     /// Expectations met in whatever order their messages arrive (each an `Expect` step).
     AnyOrder(Vec<Step>),
     /// Close our side of the connection (TLS close_notify, then FIN), then wait briefly for

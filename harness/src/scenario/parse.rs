@@ -3,10 +3,10 @@
 //!
 //! ```text
 //! suite.yaml           protocol, title, vars, timeout, quiet, gap, serial, points, tags,
-//!                      background, role
+//!                      background, role, visibility
 //! NAME.profile.yaml    vars, reference, skip, xfail   (skip/xfail: id glob -> reason)
 //! any other *.yaml     id, title, spec, tags, points, level, serial, timeout, quiet, gap, vars,
-//!                      xfail, skip, background, lock, steps
+//!                      xfail, skip, background, lock, visibility, steps
 //! ```
 //!
 //! Scalars are read as written: `points: 2` is an integer and `serial: true` a boolean
@@ -44,6 +44,7 @@ const SCENARIO_KEYS: &[&str] = &[
     "skip",
     "background",
     "lock",
+    "visibility",
     "steps",
 ];
 const SUITE_KEYS: &[&str] = &[
@@ -58,6 +59,7 @@ const SUITE_KEYS: &[&str] = &[
     "tags",
     "background",
     "role",
+    "visibility",
 ];
 const PROFILE_KEYS: &[&str] = &["vars", "reference", "skip", "xfail"];
 
@@ -301,6 +303,10 @@ impl Ctx {
         let xfail = f.get("xfail").and_then(|n| self.string(n, "xfail"));
         let skip = f.get("skip").and_then(|n| self.string(n, "skip"));
         let lock = f.get("lock").and_then(|n| self.string(n, "lock"));
+        let hidden = match f.get("visibility") {
+            Some(n) => self.visibility(n),
+            None => Some(suite.hidden),
+        };
         let background = match f.get("background") {
             Some(n) => step::background(self, n),
             None => Some(suite.background.clone()),
@@ -317,12 +323,29 @@ impl Ctx {
                 Vec::new()
             }
         };
+        // Checkpoint steps (`- points: 2`) make the scenario's total.
+        let checkpoints: Option<u32> = steps
+            .iter()
+            .filter_map(|s| match s.kind {
+                crate::scenario::model::StepKind::Points(n) => Some(n),
+                _ => None,
+            })
+            .reduce(|a, b| a.saturating_add(b));
+        if let (Some(_), Some((key, _))) = (checkpoints, f.entry("points")) {
+            let d = self
+                .error(
+                    key.span,
+                    "a scenario with `points` steps takes its total from them",
+                )
+                .with_help("remove the scenario's `points:`, or the `- points: N` steps");
+            self.push(d);
+        }
         Some(Scenario {
             id: id?,
             title,
             spec,
             tags,
-            points: points.unwrap_or(suite.points),
+            points: checkpoints.or(points).unwrap_or(suite.points),
             level: level.unwrap_or_default(),
             serial: serial.unwrap_or(suite.serial),
             timeout: timeout.unwrap_or(suite.timeout),
@@ -334,6 +357,7 @@ impl Ctx {
             background: background?,
             lock,
             role: suite.role,
+            hidden: hidden?,
             steps,
             source: Arc::clone(&self.file),
             span: id_node.map_or(
@@ -388,6 +412,29 @@ impl Ctx {
                         node.scalar()
                             .and_then(|s| did_you_mean(s, ["must", "should"]))
                             .map(|s| format!("did you mean `{s}`?")),
+                    );
+                self.push(d);
+                None
+            }
+        }
+    }
+
+    /// `visibility: visible | hidden`: whether the scenario is hidden.
+    fn visibility(&mut self, node: &Node) -> Option<bool> {
+        match node.scalar() {
+            Some("visible") => Some(false),
+            Some("hidden") => Some(true),
+            _ => {
+                let d = self
+                    .error(
+                        node.span,
+                        format!(
+                            "`visibility` must be `visible` or `hidden`, found {}",
+                            node.describe()
+                        ),
+                    )
+                    .with_help(
+                        "hidden scenarios count in a grade but are left out of the student's report",
                     );
                 self.push(d);
                 None
@@ -461,6 +508,9 @@ impl Ctx {
         }
         if let Some(n) = f.get("role") {
             config.role = self.role(n)?;
+        }
+        if let Some(n) = f.get("visibility") {
+            config.hidden = self.visibility(n)?;
         }
         if let Some(n) = f.get("background") {
             config.background = step::background(self, n)?;

@@ -17,6 +17,9 @@
 //! - bisect: {conn, var, low, high, send, found, higher, lower}
 //!                                      find a hidden number by halving [low, high]
 //!
+//! - points: N                         a checkpoint: reaching it earns N points (partial
+//!                                      credit; the scenario's total is the sum)
+//!
 //! In a suite with `role: server` (the harness plays the server, `harness serve`):
 //! - S -> C: text                      send a line to the client on C
 //! - C -> S: text | re:regex           expect from the client on C
@@ -71,6 +74,7 @@ const STEP_KINDS: &[&str] = &[
     "accept",
     "expect_exit",
     "expect_output",
+    "points",
 ];
 const SEND_KEYS: &[&str] = &[
     "conn", "text", "bytes", "hex", "packet", "split", "pause", "chunk",
@@ -189,6 +193,7 @@ fn step(ctx: &mut Ctx, item: &Node, current: &mut String) -> Option<Step> {
         "connect" => connect(ctx, value, current),
         "bisect" => bisect(ctx, key, value, current),
         "any_order" => any_order(ctx, key, value, current),
+        "points" => ctx.int(value, "points").map(StepKind::Points),
         "accept" => accept(ctx, value, current),
         "expect_exit" => expect_exit(ctx, value),
         "expect_output" => expect_output(ctx, key, value),

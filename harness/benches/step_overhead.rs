@@ -161,6 +161,7 @@ async fn measure(flavor: Flavor, transport: &'static str, tls: Option<Tls>) -> F
         json_bodies: false,
         framing: harness::run::framing::Framing::Lines,
         packet: None,
+        time_scale: 1.0,
     };
     let warm_up = ping_pong_scenario(WARM_UP);
     let scenario = ping_pong_scenario(EXCHANGES);

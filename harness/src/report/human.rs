@@ -74,77 +74,8 @@ impl<'w> HumanReporter<'w> {
     }
 
     fn problem(&mut self, r: &ScenarioResult) -> io::Result<()> {
-        let mut head = format!("{} {}", r.outcome.label(), r.id);
-        if let Some(title) = &r.title {
-            head.push_str(&format!(": {title}"));
-        }
-        writeln!(self.out, "{head}")?;
-        if let Some(spec) = &r.spec {
-            writeln!(self.out, "spec: {spec}")?;
-        }
-        if r.level == Level::Should {
-            writeln!(
-                self.out,
-                "level: should (reported; fails the run only with --strict)"
-            )?;
-        }
-        if let Some(f) = &r.failure {
-            let d = Diagnostic {
-                severity: Severity::Error,
-                message: f.message.clone(),
-                file: r.source.clone(),
-                span: f.span.unwrap_or_default(),
-                label: f.label.clone(),
-                help: f.help.clone(),
-            };
-            let rendered = if f.span.is_some() {
-                d.render()
-            } else {
-                d.render_plain()
-            };
-            write!(self.out, "{}", self.redact(r, &rendered))?;
-            if !rendered.ends_with('\n') {
-                writeln!(self.out)?;
-            }
-            if let (Some(expected), Some(actual)) = (&f.expected, &f.actual) {
-                let expected = self.redact(r, expected);
-                let actual = self.redact(r, actual);
-                writeln!(self.out, "expected: {expected}")?;
-                writeln!(self.out, "  actual: {actual}")?;
-                if let Some(col) = first_difference(&expected, &actual) {
-                    writeln!(self.out, "          {:col$}^ differs from here", "")?;
-                }
-            }
-        }
-        if !r.transcript.entries.is_empty() {
-            writeln!(self.out, "transcript:")?;
-            let redact = self.redactions(r);
-            let text = if self.opts.times {
-                r.transcript.render_tail(TRANSCRIPT_TAIL, &redact)
-            } else {
-                tail_without_times(&r.transcript, &redact)
-            };
-            for line in text.lines() {
-                writeln!(self.out, "  {line}")?;
-            }
-        }
-        writeln!(self.out)
-    }
-
-    fn redactions(&self, r: &ScenarioResult) -> Vec<(String, String)> {
-        if self.opts.redact_uniq {
-            vec![(r.uniq.clone(), "{{uniq}}".to_owned())]
-        } else {
-            Vec::new()
-        }
-    }
-
-    fn redact(&self, r: &ScenarioResult, text: &str) -> String {
-        let mut text = text.to_owned();
-        for (needle, replacement) in self.redactions(r) {
-            text = text.replace(&needle, &replacement);
-        }
-        text
+        let text = render_problem(r, &self.opts);
+        self.out.write_all(text.as_bytes())
     }
 
     fn summary(&mut self, s: &Summary, results: &[ScenarioResult], strict: bool) -> io::Result<()> {
@@ -185,6 +116,94 @@ impl<'w> HumanReporter<'w> {
             )?;
         }
         Ok(())
+    }
+}
+
+/// One scenario's problem as the human report shows it: heading, spec, the failure with its
+/// source line and caret, expected and actual, and the tail of the transcript; ends with a
+/// blank line. JUnit, Markdown and HTML reports reuse it.
+pub fn render_problem(r: &ScenarioResult, opts: &HumanOptions) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let me = Redactor { opts, r };
+    let mut head = format!("{} {}", r.outcome.label(), r.id);
+    if let Some(title) = &r.title {
+        head.push_str(&format!(": {title}"));
+    }
+    let _ = writeln!(out, "{head}");
+    if let Some(spec) = &r.spec {
+        let _ = writeln!(out, "spec: {spec}");
+    }
+    if r.level == Level::Should {
+        let _ = writeln!(
+            out,
+            "level: should (reported; fails the run only with --strict)"
+        );
+    }
+    if let Some(f) = &r.failure {
+        let d = Diagnostic {
+            severity: Severity::Error,
+            message: f.message.clone(),
+            file: r.source.clone(),
+            span: f.span.unwrap_or_default(),
+            label: f.label.clone(),
+            help: f.help.clone(),
+        };
+        let rendered = if f.span.is_some() {
+            d.render()
+        } else {
+            d.render_plain()
+        };
+        let _ = write!(out, "{}", me.redact(&rendered));
+        if !rendered.ends_with('\n') {
+            let _ = writeln!(out);
+        }
+        if let (Some(expected), Some(actual)) = (&f.expected, &f.actual) {
+            let expected = me.redact(expected);
+            let actual = me.redact(actual);
+            let _ = writeln!(out, "expected: {expected}");
+            let _ = writeln!(out, "  actual: {actual}");
+            if let Some(col) = first_difference(&expected, &actual) {
+                let _ = writeln!(out, "          {:col$}^ differs from here", "");
+            }
+        }
+    }
+    if !r.transcript.entries.is_empty() {
+        let _ = writeln!(out, "transcript:");
+        let redact = me.redactions();
+        let text = if opts.times {
+            r.transcript.render_tail(TRANSCRIPT_TAIL, &redact)
+        } else {
+            tail_without_times(&r.transcript, &redact)
+        };
+        for line in text.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    let _ = writeln!(out);
+    out
+}
+
+struct Redactor<'a> {
+    opts: &'a HumanOptions,
+    r: &'a ScenarioResult,
+}
+
+impl Redactor<'_> {
+    fn redactions(&self) -> Vec<(String, String)> {
+        if self.opts.redact_uniq {
+            vec![(self.r.uniq.clone(), "{{uniq}}".to_owned())]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn redact(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for (needle, replacement) in self.redactions() {
+            text = text.replace(&needle, &replacement);
+        }
+        text
     }
 }
 

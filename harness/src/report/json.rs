@@ -3,7 +3,8 @@
 //! ```text
 //! {"version": 1,
 //!  "summary": {"total", "passed", "failed", "timed_out", "errors", "skipped",
-//!              "expected_failures", "unexpected_passes", "points", "max_points", "duration_ms"},
+//!              "expected_failures", "unexpected_passes", "crashed", "hung", "did_not_start",
+//!              "flaky", "points", "max_points", "duration_ms"},
 //!  "scenarios": [{"id", "title", "file", "line", "spec", "tags", "level", "outcome",
 //!                 "duration_ms", "points", "max_points", "reason"?,
 //!                 "failure"?: {"message", "file", "line", "col", "label", "expected",

@@ -14,6 +14,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod grade;
 pub mod load;
 pub mod protocol;
 pub mod report;

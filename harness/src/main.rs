@@ -14,7 +14,9 @@ use harness::load;
 use harness::report::Tee;
 use harness::report::human::{HumanOptions, HumanReporter};
 use harness::report::json::JsonReporter;
+use harness::run::managed::{Restart, TargetExec};
 use harness::run::{self, RunOptions, ServeOptions};
+use harness::scenario::model::{Level, Selection};
 use harness::target::client::ClientSpec;
 
 const EXAMPLES: &str = "\
@@ -65,7 +67,172 @@ enum Command {
     List {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        select: SelectArgs,
     },
+    /// Grade many submissions: start each one's server, run the suites, score and report.
+    #[command(after_help = GRADE_EXAMPLES)]
+    Grade(GradeArgs),
+    /// Combine the grade.json files of several `harness grade --shard` runs into one sheet.
+    Merge {
+        /// grade.json files written by `harness grade`.
+        #[arg(required = true, value_name = "GRADE_JSON")]
+        files: Vec<PathBuf>,
+        /// Folder for the merged sheet.csv and grade.json.
+        #[arg(long, value_name = "DIR")]
+        output: PathBuf,
+    },
+}
+
+/// Which scenarios to take.
+#[derive(Debug, Args)]
+struct SelectArgs {
+    /// Only scenarios whose id matches GLOB (`*` matches anything); repeatable.
+    #[arg(long = "filter", value_name = "GLOB")]
+    filters: Vec<String>,
+    /// Only scenarios with tag T; repeatable (any of them).
+    #[arg(long = "tag", value_name = "T")]
+    tags: Vec<String>,
+    /// Only `must` or only `should` scenarios.
+    #[arg(long, value_enum)]
+    level: Option<LevelArg>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LevelArg {
+    Must,
+    Should,
+}
+
+impl SelectArgs {
+    fn selection(&self) -> Selection {
+        Selection {
+            ids: self.filters.clone(),
+            tags: self.tags.clone(),
+            level: self.level.map(|l| match l {
+                LevelArg::Must => Level::Must,
+                LevelArg::Should => Level::Should,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RestartArg {
+    /// One server for the whole suite (restarted after a crash or a hang).
+    PerSuite,
+    /// A fresh server for every scenario: no state shared; scenarios run in parallel.
+    PerScenario,
+}
+
+impl From<RestartArg> for Restart {
+    fn from(r: RestartArg) -> Self {
+        match r {
+            RestartArg::PerSuite => Restart::PerSuite,
+            RestartArg::PerScenario => Restart::PerScenario,
+        }
+    }
+}
+
+const GRADE_EXAMPLES: &str = "\
+Examples:
+  harness grade scenarios/kv --submissions subs/ --output grades/ \\
+      --exec 'python3 {dir}/server.py --port {port}'
+  harness grade scenarios/mathsvc --submissions subs/ --output grades/ --shard 1/4 \\
+      --exec '{dir}/server --port {port}'        one machine of four; then harness merge
+
+Each submission's server runs from a fresh empty working folder: {dir} is the submission's
+folder (absolute), {port} a free port. Outputs: OUTDIR/sheet.csv, OUTDIR/grade.json, and per
+submission report.md, report.html, results.json (Gradescope) and report.json.";
+
+#[derive(Debug, Args)]
+struct GradeArgs {
+    /// Suites to grade with (folders or files).
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+
+    /// The folder holding one folder per submission.
+    #[arg(long, value_name = "DIR")]
+    submissions: PathBuf,
+
+    /// How to start a submission's server: {dir} is its folder, {port} the port to listen on.
+    #[arg(long, value_name = "COMMAND")]
+    exec: String,
+
+    /// Folder for the sheet and the reports.
+    #[arg(long, value_name = "OUTDIR")]
+    output: PathBuf,
+
+    /// Submissions graded at once.
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 2)]
+    jobs: usize,
+
+    /// Scenarios of one submission run at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    scenario_jobs: usize,
+
+    /// A fresh server per scenario (the default: a crash costs only the scenario that
+    /// causes it, and no state leaks between scenarios), or one per suite (faster for slow
+    /// starting servers; restarted after a crash or hang).
+    #[arg(long, value_enum, default_value = "per-scenario")]
+    restart: RestartArg,
+
+    /// How long a server may take to accept connections.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    startup_timeout: Duration,
+
+    /// A file of scenarios known to fail (`xfail:` map of id glob -> reason, as in a
+    /// profile): they do not count against a submission, and a pass is reported.
+    #[arg(long, value_name = "FILE")]
+    known_failures: Option<PathBuf>,
+
+    /// Grade only shard K of N (submissions sorted by name, every N-th from the K-th).
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    shard: Option<(usize, usize)>,
+
+    /// Multiply every deadline by F (slow machines).
+    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_scale)]
+    time_scale: f64,
+
+    /// Set a suite variable; repeatable.
+    #[arg(long = "var", value_name = "K=V", value_parser = parse_var)]
+    vars: Vec<(String, String)>,
+
+    /// A dialect profile.
+    #[arg(long, value_name = "NAME|FILE")]
+    profile: Option<String>,
+
+    /// Default deadline of every expected message.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+
+    #[command(flatten)]
+    select: SelectArgs,
+
+    /// No progress output.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let parsed = s
+        .split_once('/')
+        .and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+    match parsed {
+        Some((k, n)) if n >= 1 && (1..=n).contains(&k) => Ok((k, n)),
+        _ => Err(format!(
+            "expected K/N with 1 <= K <= N, e.g. 2/4, got `{s}`"
+        )),
+    }
+}
+
+fn parse_scale(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 && f <= 1000.0 => Ok(f),
+        _ => Err(format!(
+            "expected a factor above 0 such as 2 or 1.5, got `{s}`"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -120,6 +287,13 @@ struct CommonArgs {
     /// Print lines only for scenarios that did not pass.
     #[arg(long, short = 'q')]
     quiet: bool,
+
+    /// Multiply every deadline by F (slow machines, slow targets).
+    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_scale)]
+    time_scale: f64,
+
+    #[command(flatten)]
+    select: SelectArgs,
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +318,20 @@ struct RunArgs {
     /// TLS server name to verify (default: the host of --target).
     #[arg(long, value_name = "NAME")]
     server_name: Option<String>,
+
+    /// Start the server under test with this command ({port}: where it must listen) in its
+    /// own process group and working folder, instead of --target; it is stopped afterwards.
+    #[arg(long, value_name = "COMMAND", conflicts_with = "target")]
+    exec: Option<String>,
+
+    /// With --exec: one server per suite (restarted after a crash or hang), or a fresh one
+    /// per scenario.
+    #[arg(long, value_enum, default_value = "per-suite", requires = "exec")]
+    restart: RestartArg,
+
+    /// With --exec: how long the server may take to accept connections.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    startup_timeout: Duration,
 
     #[command(flatten)]
     common: CommonArgs,
@@ -227,7 +415,9 @@ fn main() -> ExitCode {
             vars,
             profile,
         } => check(&paths, &vars.into_iter().collect(), profile.as_deref()),
-        Command::List { paths } => list(&paths),
+        Command::List { paths, select } => list(&paths, &select.selection()),
+        Command::Grade(args) => block_on(grade_command(args)),
+        Command::Merge { files, output } => merge_command(&files, &output),
         Command::Run(args) => block_on(run_command(args)),
         Command::Serve(args) => block_on(serve_command(args)),
     }
@@ -311,9 +501,9 @@ fn static_checks(
     Err(ExitCode::from(2))
 }
 
-fn list(paths: &[PathBuf]) -> ExitCode {
+fn list(paths: &[PathBuf], selection: &Selection) -> ExitCode {
     let suites = match load_or_report(paths) {
-        Ok(s) => s,
+        Ok(s) => selection.apply(s),
         Err(code) => return code,
     };
     let stdout = io::stdout();
@@ -346,6 +536,12 @@ async fn run_command(args: RunArgs) -> ExitCode {
         insecure: args.insecure,
         server_name: args.server_name.clone(),
         connect_timeout: args.connect_timeout,
+        exec: args.exec.clone().map(|command| TargetExec {
+            command,
+            vars: BTreeMap::new(),
+            restart: args.restart.into(),
+            startup_timeout: args.startup_timeout,
+        }),
         ..RunOptions::default()
     };
     execute(&args.common, opts).await
@@ -378,9 +574,10 @@ async fn serve_command(args: ServeArgs) -> ExitCode {
 /// reports.
 async fn execute(args: &CommonArgs, mut opts: RunOptions) -> ExitCode {
     let suites = match load_or_report(&args.paths) {
-        Ok(s) => s,
+        Ok(s) => args.select.selection().apply(s),
         Err(code) => return code,
     };
+    opts.time_scale = args.time_scale;
     let profile = match load_profile(args.profile.as_deref(), &suites) {
         Ok(p) => p,
         Err(code) => return code,
@@ -446,4 +643,143 @@ async fn execute(args: &CommonArgs, mut opts: RunOptions) -> ExitCode {
         Ok(report) => ExitCode::from(report.exit_code(opts.strict) as u8),
         Err(e) => setup_error(&e.to_string()),
     }
+}
+
+async fn grade_command(args: GradeArgs) -> ExitCode {
+    if args.jobs == 0 || args.scenario_jobs == 0 {
+        return setup_error("--jobs and --scenario-jobs must be at least 1");
+    }
+    let suites = match load_or_report(&args.paths) {
+        Ok(s) => args.select.selection().apply(s),
+        Err(code) => return code,
+    };
+    let mut profile = match load_profile(args.profile.as_deref(), &suites) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if let Some(path) = &args.known_failures {
+        let known = match load::load_profile(&path.display().to_string(), &suites) {
+            Ok(p) => p,
+            Err(e) => {
+                eprint!("{}", e.render());
+                return ExitCode::from(2);
+            }
+        };
+        let merged = profile.get_or_insert_with(Default::default);
+        merged.xfail.extend(known.xfail);
+    }
+    let cli_vars: BTreeMap<String, String> = args.vars.iter().cloned().collect();
+    if let Err(code) = static_checks(&suites, profile.as_ref(), &cli_vars) {
+        return code;
+    }
+    let opts = harness::grade::GradeOptions {
+        submissions: args.submissions.clone(),
+        exec: TargetExec {
+            command: args.exec.clone(),
+            vars: BTreeMap::new(),
+            restart: args.restart.into(),
+            startup_timeout: args.startup_timeout,
+        },
+        output: args.output.clone(),
+        jobs: args.jobs,
+        shard: args.shard,
+        run: RunOptions {
+            vars: cli_vars,
+            profile,
+            jobs: args.scenario_jobs,
+            timeout: args.timeout,
+            time_scale: args.time_scale,
+            ..RunOptions::default()
+        },
+    };
+    let quiet = args.quiet;
+    let mut progress = |s: &harness::report::Submission, n: usize, total: usize| {
+        if !quiet {
+            let sum = &s.summary;
+            let mut problems = Vec::new();
+            for (count, word) in [
+                (sum.failed, "failed"),
+                (sum.timed_out, "timed out"),
+                (sum.errors, "errors"),
+                (sum.crashed, "crashed"),
+                (sum.hung, "hung"),
+                (sum.did_not_start, "did not start"),
+            ] {
+                if count > 0 {
+                    problems.push(format!("{count} {word}"));
+                }
+            }
+            let problems = if problems.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", problems.join(", "))
+            };
+            println!(
+                "[{n}/{total}] {}: {}/{} points{problems}",
+                s.name, sum.points, sum.max_points
+            );
+        }
+    };
+    let graded = match harness::grade::grade(&suites, &opts, &mut progress).await {
+        Ok(g) => g,
+        Err(e) => return setup_error(&e.to_string()),
+    };
+    if let Err(e) = harness::grade::write_outputs(&args.output, &graded) {
+        return setup_error(&e.to_string());
+    }
+    if !quiet {
+        println!(
+            "{} submission{} graded: {}",
+            graded.len(),
+            if graded.len() == 1 { "" } else { "s" },
+            args.output.join("sheet.csv").display()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn merge_command(files: &[PathBuf], output: &std::path::Path) -> ExitCode {
+    let mut parsed = Vec::new();
+    for f in files {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => return setup_error(&format!("cannot read {}: {e}", f.display())),
+        };
+        match serde_json::from_str::<harness::grade::GradeFile>(&text) {
+            Ok(g) if g.version == harness::grade::GRADE_VERSION => parsed.push(g),
+            Ok(g) => {
+                return setup_error(&format!(
+                    "{} is grade.json version {}; this harness reads version {}",
+                    f.display(),
+                    g.version,
+                    harness::grade::GRADE_VERSION
+                ));
+            }
+            Err(e) => {
+                return setup_error(&format!(
+                    "{} is not a grade.json written by harness grade: {e}",
+                    f.display()
+                ));
+            }
+        }
+    }
+    let merged = harness::grade::merge(&parsed);
+    let write = |name: &str, bytes: Vec<u8>| {
+        std::fs::create_dir_all(output)
+            .and_then(|()| std::fs::write(output.join(name), bytes))
+            .map_err(|e| format!("cannot write {}: {e}", output.join(name).display()))
+    };
+    let sheet = harness::report::sheet::sheet(&merged.rows());
+    let mut json = serde_json::to_vec_pretty(&merged).unwrap_or_default();
+    json.push(b'\n');
+    if let Err(e) = write("sheet.csv", sheet.into_bytes()).and_then(|()| write("grade.json", json))
+    {
+        return setup_error(&e);
+    }
+    println!(
+        "{} submissions merged: {}",
+        merged.submissions.len(),
+        output.join("sheet.csv").display()
+    );
+    ExitCode::SUCCESS
 }

@@ -12,7 +12,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use reference_impl::kv::auth::{crc32, hash_password};
 use reference_impl::kv::client::{Client, ClientError};
 use reference_impl::kv::codec::{Dialect, MAX_MESSAGE, is_valid_id};
-use reference_impl::kv::server::{self, DEFAULT_MAX_CONNECTIONS, Fault, ServerConfig};
+use reference_impl::kv::server::{self, DEFAULT_MAX_CONNECTIONS, Fault, Sabotage, ServerConfig};
 use reference_impl::kv::store::{Accounts, DEFAULT_MAX_SESSIONS};
 use reference_impl::tls::{self, ClientTrust};
 use tokio::io::AsyncBufReadExt;
@@ -150,6 +150,16 @@ struct KvServerArgs {
     /// Make the server wrong on purpose (for testing test suites); repeatable.
     #[arg(long = "fault", value_name = "NAME", hide = true)]
     faults: Vec<Fault>,
+
+    /// Die on the first PUT after a login: print a panic-like line to stderr and exit with
+    /// code 101 (for testing tools that run servers).
+    #[arg(long, hide = true)]
+    crash_on_put: bool,
+
+    /// Freeze after the first successful login: accept, handshake, answer and close nothing
+    /// more, but stay alive (for testing tools that run servers). Ctrl-C still stops it.
+    #[arg(long, hide = true)]
+    freeze_after_login: bool,
 }
 
 /// Talk to a key-value server: log in, run commands, disconnect.
@@ -343,10 +353,20 @@ async fn kv_server(args: KvServerArgs) -> Result<u8, Fatal> {
         max_connections: args.max_connections,
         max_sessions: args.max_sessions,
         faults: args.faults.iter().copied().collect(),
+        sabotage: Sabotage {
+            exit_on_put: args.crash_on_put,
+            freeze_after_login: args.freeze_after_login,
+        },
         ..ServerConfig::default()
     };
     if !config.faults.is_empty() {
         eprintln!("warning: deliberate faults enabled: {:?}", config.faults);
+    }
+    if !config.sabotage.is_empty() {
+        eprintln!(
+            "warning: deliberate sabotage enabled: {:?}",
+            config.sabotage
+        );
     }
     println!("kv-server listening on {addr} (TLS, dialect {dialect})");
     server::run(listener, tls_config, config, shutdown_signal())

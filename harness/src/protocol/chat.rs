@@ -33,6 +33,7 @@ pub const PROTOCOL: Protocol = Protocol {
         ("game_time_limit", "how long a game may run, default 5s"),
         ("secret", "the number every game hides, 1-50, default 37"),
     ],
+    probe: crate::target::server::Probe::Greeting,
 };
 
 /// The number the built-in server's games hide.

@@ -24,6 +24,7 @@ pub const PROTOCOL: Protocol = Protocol {
         ("dialect", "spec | course"),
         ("max_message", "bytes, default 4096"),
     ],
+    probe: crate::target::server::Probe::Tls,
 };
 
 pub(super) async fn start(

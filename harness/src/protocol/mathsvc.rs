@@ -18,6 +18,7 @@ pub const PROTOCOL: Protocol = Protocol {
     packet: None,
     vars: &[("line_end", ""), ("require_line_end", "false")],
     reference_settings: &[("fib", "zero-based | slide: which Fibonacci number n names")],
+    probe: crate::target::server::Probe::Request(|| b"probe\n".to_vec()),
 };
 
 pub(super) async fn start(

@@ -59,6 +59,8 @@ pub struct Protocol {
     pub vars: &'static [(&'static str, &'static str)],
     /// Settings the reference server accepts from a profile's `reference:` map.
     pub reference_settings: &'static [(&'static str, &'static str)],
+    /// How to tell that a server the harness started still answers.
+    pub probe: crate::target::server::Probe,
 }
 
 /// Every protocol the harness speaks.

@@ -52,6 +52,7 @@ pub const PROTOCOL: Protocol = Protocol {
         ),
         ("seed", "seed of the key and text, default 1"),
     ],
+    probe: crate::target::server::Probe::Request(header_packet),
 };
 
 pub(super) async fn start(
@@ -153,4 +154,15 @@ pub fn reference_client(faults: &[ClientFault]) -> ClientSpec {
         client: Arc::new(client),
         description,
     }
+}
+
+/// A client's first packet (a test run), for the liveness probe: the server answers it.
+fn header_packet() -> Vec<u8> {
+    reference_impl::packet::codec::Packet::new(
+        reference_impl::packet::codec::FLAG_LAST,
+        *b"test",
+        12_345_678,
+        Vec::new(),
+    )
+    .to_bytes(reference_impl::packet::codec::Pairing::BigEndian)
 }

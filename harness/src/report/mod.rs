@@ -6,8 +6,26 @@ use std::io;
 use crate::run::{ScenarioResult, Summary};
 use crate::scenario::model::Suite;
 
+#[cfg(test)]
+pub(crate) mod fixtures;
+pub mod gradescope;
+pub mod html;
 pub mod human;
 pub mod json;
+pub mod junit;
+pub mod markdown;
+pub mod sheet;
+pub mod tap;
+
+/// One graded submission: its name (the folder), every scenario result (hidden ones included), the totals, and what the target printed.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub name: String,
+    pub results: Vec<crate::run::ScenarioResult>,
+    pub summary: crate::run::Summary,
+    /// The last lines the target printed (stdout and stderr interleaved, each prefixed `stdout | ` / `stderr | `), if the harness started it.
+    pub target_log: Vec<String>,
+}
 
 /// What happens during a run, in order.
 #[derive(Debug)]

@@ -17,6 +17,7 @@ pub mod connection;
 pub mod execute;
 pub mod framing;
 pub mod json_match;
+pub mod managed;
 pub mod outcome;
 pub mod transcript;
 
@@ -62,6 +63,8 @@ pub struct RunOptions {
     pub serve: Option<ServeOptions>,
     /// Every deadline is multiplied by this (`--time-scale`): slow machines, slow targets.
     pub time_scale: f64,
+    /// `--exec`: the harness starts the target itself (instead of `target`).
+    pub exec: Option<managed::TargetExec>,
 }
 
 /// How `harness serve` meets the client under test.
@@ -98,6 +101,7 @@ impl Default for RunOptions {
             recv_limit: 1024 * 1024,
             serve: None,
             time_scale: 1.0,
+            exec: None,
         }
     }
 }
@@ -243,6 +247,9 @@ pub async fn run(
     {
         crate::target::client::check_command(command).map_err(SetupError::ClientCommand)?;
     }
+    if let Some(exec) = &opts.exec {
+        crate::target::client::check_command(&exec.command).map_err(SetupError::ClientCommand)?;
+    }
     for &suite in &suites {
         let protocol = suite_protocol(suite)?;
         let dir = suite.dir.display().to_string();
@@ -269,6 +276,16 @@ pub async fn run(
             continue;
         }
         let (settings, reference) = prepare(suite, protocol, opts).await?;
+        if let Some(exec) = &opts.exec {
+            let scenarios = profiled(suite, opts.profile.as_ref());
+            results.extend(
+                managed::run_suite(
+                    suite, &scenarios, settings, protocol, exec, opts.jobs, reporter,
+                )
+                .await?,
+            );
+            continue;
+        }
         reporter.report(&Event::SuiteStarted {
             suite,
             target: &match &reference {
@@ -494,14 +511,27 @@ async fn not_run(
     uniq: String,
     message: String,
 ) -> ScenarioResult {
+    not_run_as(scenario, settings, uniq, Outcome::Error, message, None).await
+}
+
+/// The result of a scenario that could not start, as `outcome`, with `help`.
+async fn not_run_as(
+    scenario: &Scenario,
+    settings: &ExecSettings,
+    uniq: String,
+    outcome: Outcome,
+    message: String,
+    help: Option<String>,
+) -> ScenarioResult {
     let mut skipped = scenario.clone();
     skipped.skip = Some(String::new());
     let mut r = run_scenario(&skipped, settings, uniq).await;
-    r.outcome = Outcome::Error;
+    r.outcome = outcome;
     r.reason = None;
     r.failure = Some(Failure {
         message,
         span: Some(scenario.span),
+        help,
         ..Failure::default()
     });
     r
@@ -562,6 +592,8 @@ async fn prepare(
     let (mut base_vars, override_vars) = layered_vars(suite, protocol, opts);
 
     let (addr, reference) = match &opts.target {
+        // A target the harness starts: its address is known once it runs.
+        _ if opts.exec.is_some() => ("127.0.0.1:0".to_owned(), None),
         Some(t) => (t.clone(), None),
         None => {
             let settings = opts
@@ -579,6 +611,8 @@ async fn prepare(
     let transport = if protocol.tls {
         let trust = match (&reference, &opts.ca, opts.insecure) {
             (Some(r), _, _) => ClientTrust::Roots(r.certificate.clone().into_iter().collect()),
+            // A server the harness started has whatever certificate its author made.
+            (None, None, _) if opts.exec.is_some() => ClientTrust::InsecureAcceptAny,
             (None, _, true) => ClientTrust::InsecureAcceptAny,
             (None, Some(path), false) => ClientTrust::Roots(load_ca(path)?),
             (None, None, false) => ClientTrust::Roots(Vec::new()),

@@ -120,7 +120,8 @@ impl ScenarioResult {
 }
 
 /// Totals over a run.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Summary {
     pub total: usize,
     pub passed: usize,
@@ -136,8 +137,16 @@ pub struct Summary {
     pub flaky: usize,
     pub points: u32,
     pub max_points: u32,
-    #[serde(serialize_with = "millis", rename = "duration_ms")]
+    #[serde(
+        serialize_with = "millis",
+        deserialize_with = "from_millis",
+        rename = "duration_ms"
+    )]
     pub duration: Duration,
+}
+
+fn from_millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    <u64 as serde::Deserialize>::deserialize(d).map(Duration::from_millis)
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

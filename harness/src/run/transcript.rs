@@ -279,6 +279,29 @@ impl Transcript {
         }
     }
 
+    /// Adds a line a program under test printed, at its time.
+    pub fn insert_output(&mut self, at: Duration, conn: &str, stream: &'static str, text: &str) {
+        self.insert_at(
+            at,
+            conn,
+            EntryKind::Output {
+                stream,
+                text: text.to_owned(),
+            },
+        );
+    }
+
+    /// Adds the end of a program under test, at its time.
+    pub fn insert_exit(&mut self, at: Duration, conn: &str, exit: crate::target::output::Exit) {
+        self.insert_at(
+            at,
+            conn,
+            EntryKind::Exited {
+                how: exit.to_string(),
+            },
+        );
+    }
+
     /// Inserts an entry at its time, after the entries that are not later than it.
     fn insert_at(&mut self, at: Duration, conn: &str, kind: EntryKind) {
         if self.entries.len() >= MAX_ENTRIES {

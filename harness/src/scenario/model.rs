@@ -54,7 +54,7 @@ pub enum Role {
 }
 
 /// A folder of scenarios and its `suite.yaml` defaults.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Suite {
     /// The folder, as the user named it (or as found under a folder they named).
     pub dir: PathBuf,
@@ -411,4 +411,34 @@ pub enum Expr {
         name: String,
         args: Vec<Expr>,
     },
+}
+
+/// Which scenarios a command takes (`--filter`, `--tag`, `--level`); empty selects all.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Id globs (`*` matches anything); a scenario matching any of them is taken.
+    pub ids: Vec<String>,
+    /// Tags; a scenario with any of them is taken.
+    pub tags: Vec<String>,
+    pub level: Option<Level>,
+}
+
+impl Selection {
+    /// Whether `scenario` is selected.
+    pub fn takes(&self, scenario: &Scenario) -> bool {
+        (self.ids.is_empty() || self.ids.iter().any(|g| glob_match(g, &scenario.id)))
+            && (self.tags.is_empty() || self.tags.iter().any(|t| scenario.tags.contains(t)))
+            && self.level.is_none_or(|l| l == scenario.level)
+    }
+
+    /// The suites with only the selected scenarios; suites left empty are dropped.
+    pub fn apply(&self, suites: Vec<Suite>) -> Vec<Suite> {
+        suites
+            .into_iter()
+            .filter_map(|mut suite| {
+                suite.scenarios.retain(|s| self.takes(s));
+                (!suite.scenarios.is_empty()).then_some(suite)
+            })
+            .collect()
+    }
 }

@@ -5,3 +5,4 @@
 pub mod client;
 pub mod output;
 pub mod process;
+pub mod server;

@@ -208,9 +208,39 @@ fn push_line(output: &mut Output, at: Instant, stderr: bool, bytes: &[u8], cut: 
     output.lines.push(Line {
         at,
         stderr,
-        text: String::from_utf8_lossy(bytes).into_owned(),
+        text: strip_ansi(&String::from_utf8_lossy(bytes)),
         cut,
     });
+}
+
+/// The text without terminal escape sequences (colours of logging libraries): reports are
+/// read in files and browsers, not terminals.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek() {
+            // CSI: ESC [ parameters, then one final byte in @..~.
+            Some('[') => {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            // Any other escape: ESC and the one character after it.
+            Some(_) => {
+                chars.next();
+            }
+            None => {}
+        }
+    }
+    out
 }
 
 impl OutputWatch {
@@ -241,6 +271,16 @@ impl OutputWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_sequences_are_left_out() {
+        assert_eq!(
+            strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m done"),
+            "2026  WARN done"
+        );
+        assert_eq!(strip_ansi("plain [text]"), "plain [text]");
+        assert_eq!(strip_ansi("cut \u{1b}"), "cut ");
+    }
 
     #[test]
     fn lines_are_split_cut_and_bounded() {

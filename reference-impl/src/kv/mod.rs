@@ -11,5 +11,7 @@ pub mod client;
 pub mod codec;
 #[doc(hidden)]
 pub mod fault;
+#[doc(hidden)]
+pub mod sabotage;
 pub mod server;
 pub mod store;

@@ -17,6 +17,9 @@
 //!                           serving, then closes (TLS close_notify)
 //! ```
 //!
+//! Under [`Sabotage`] (hidden, off by default) the server misbehaves as a process: it exits
+//! on the first `PUT`, or freezes for good after the first login.
+//!
 //! The course dialect ([`Dialect::Course`]) reads one message per TLS record and writes each
 //! reply, `GET <value>\n<crc>` included, as one record without a line end.
 
@@ -43,6 +46,9 @@ use super::store::{
 pub use super::codec::Dialect;
 #[doc(hidden)]
 pub use super::fault::{Fault, Faults};
+#[doc(hidden)]
+pub use super::sabotage::Sabotage;
+use super::sabotage::{CRASH_EXIT_CODE, CRASH_ON_PUT_MESSAGE};
 
 /// Default cap on simultaneous connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -80,6 +86,10 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     #[doc(hidden)]
     pub faults: Faults,
+    /// Process-level misbehaviour (exit on `PUT`, freeze after login); off by default.
+    /// `exit_on_put` ends the calling process: never set it in-process.
+    #[doc(hidden)]
+    pub sabotage: Sabotage,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +106,7 @@ impl Default for ServerConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             faults: Faults::NONE,
+            sabotage: Sabotage::NONE,
         }
     }
 }
@@ -128,6 +139,8 @@ impl ServerConfig {
             handshake_timeout: self.handshake_timeout,
             write_timeout: self.write_timeout,
             faults: self.faults,
+            sabotage: self.sabotage,
+            freeze: watch::channel(false).0,
         };
         (settings, store)
     }
@@ -144,6 +157,40 @@ struct Settings {
     handshake_timeout: Duration,
     write_timeout: Duration,
     faults: Faults,
+    sabotage: Sabotage,
+    /// Whether the server is frozen (only ever under `sabotage.freeze_after_login`).
+    freeze: watch::Sender<bool>,
+}
+
+impl Settings {
+    /// Whether the server has frozen: nothing may make progress any more.
+    fn frozen(&self) -> bool {
+        *self.freeze.borrow()
+    }
+
+    /// Freezes the server for good (`sabotage.freeze_after_login`).
+    fn freeze(&self) {
+        if !self.freeze.send_replace(true) {
+            warn!("freeze-after-login: the server freezes now (deliberate)");
+        }
+    }
+
+    /// Completes once the server has frozen; never without `sabotage.freeze_after_login`.
+    async fn until_frozen(&self) {
+        if !self.sabotage.freeze_after_login {
+            return std::future::pending().await;
+        }
+        let mut frozen = self.freeze.subscribe();
+        if frozen.wait_for(|frozen| *frozen).await.is_err() {
+            // Unreachable: `self` holds the sender.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Completes when the server shuts down (or is gone).
+async fn until_stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// Serves key-value clients on `listener` until `shutdown` completes, then stops accepting,
@@ -172,15 +219,22 @@ async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
+    let freezer = settings.clone();
+    let until_frozen = freezer.until_frozen();
+    tokio::pin!(until_frozen);
+    // A frozen server accepts nothing more; the listener stays open, so connections pile up
+    // in the backlog, their handshakes never answered.
+    let mut frozen = false;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            () = &mut until_frozen, if !frozen => frozen = true,
             Some(joined) = connections.join_next(), if !connections.is_empty() => {
                 if let Err(e) = joined {
                     warn!("a connection handler failed: {e}");
                 }
             }
-            accepted = listener.accept() => {
+            accepted = listener.accept(), if !frozen => {
                 let (tcp, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -310,6 +364,8 @@ enum End {
     Violation(Violation),
     /// The server is shutting down.
     Shutdown,
+    /// The server froze (`Sabotage::freeze_after_login`): no reply, no close until shutdown.
+    Frozen,
 }
 
 /// A message the protocol does not allow.
@@ -329,6 +385,8 @@ enum Violation {
 /// What a request leaves the connection to do.
 enum Next {
     Continue,
+    /// Continue; the request was a successful login.
+    LoggedIn,
     Close,
 }
 
@@ -345,10 +403,17 @@ impl Incoming {
         let peer = self.peer;
         let handshake =
             tokio::time::timeout(self.settings.handshake_timeout, self.acceptor.accept(tcp));
+        tokio::pin!(handshake);
         // A shutdown does not wait for handshakes: no request is in progress yet.
         let handshake = tokio::select! {
+            biased;
             _ = stop.changed() => return,
-            handshake = handshake => handshake,
+            // Frozen: hold the connection, never poll the handshake again, until shutdown.
+            () = self.settings.until_frozen() => {
+                until_stopped(&mut stop).await;
+                return;
+            }
+            handshake = &mut handshake => handshake,
         };
         let stream = match handshake {
             Ok(Ok(stream)) => stream,
@@ -374,7 +439,11 @@ impl Incoming {
             store: self.store,
             stream,
         };
-        let end = connection.serve(stop).await;
+        let end = connection.serve(&mut stop).await;
+        if let End::Frozen = end {
+            // Nothing is answered or closed until the server shuts down.
+            until_stopped(&mut stop).await;
+        }
         debug!(%peer, "connection ends: {end:?}");
         connection.finish(end).await;
     }
@@ -398,15 +467,20 @@ impl Connection {
         self.settings.faults
     }
 
-    async fn serve(&mut self, mut stop: watch::Receiver<bool>) -> End {
+    async fn serve(&mut self, stop: &mut watch::Receiver<bool>) -> End {
+        let settings = self.settings.clone();
         loop {
             if *stop.borrow_and_update() {
                 return End::Shutdown;
+            }
+            if settings.frozen() {
+                return End::Frozen;
             }
             // One TLS record per read: the course dialect frames messages by record.
             let read = tokio::select! {
                 biased;
                 _ = stop.changed() => return End::Shutdown,
+                () = settings.until_frozen() => return End::Frozen,
                 read = self.stream.fill_buf() => match read {
                     Ok([]) => return End::Closed,
                     Ok(bytes) => {
@@ -433,14 +507,27 @@ impl Connection {
                     }
                     Err(e) => return End::Violation(Violation::Malformed(e)),
                 };
-                match self.request(message).await {
-                    Ok(Next::Continue) => {}
+                if settings.frozen() {
+                    return End::Frozen;
+                }
+                let next = self.request(message).await;
+                // A frozen server sends nothing more: the reply is never flushed.
+                if settings.frozen() {
+                    return End::Frozen;
+                }
+                let logged_in = match next {
+                    Ok(Next::Continue) => false,
+                    Ok(Next::LoggedIn) => true,
                     Ok(Next::Close) => return End::Disconnected,
                     Err(violation) => return End::Violation(violation),
-                }
+                };
                 if let Err(e) = self.flush().await {
                     debug!("write failed: {e}");
                     return End::Closed;
+                }
+                if logged_in && settings.sabotage.freeze_after_login {
+                    settings.freeze();
+                    return End::Frozen;
                 }
             }
             // Refuse half a request that can never be allowed, rather than wait for the rest.
@@ -452,6 +539,7 @@ impl Connection {
             if self.faults().has(Fault::PartialHashRefused)
                 && self.decoder.pending() == Some(Command::Connect)
                 && self.decoder.buffered() > 0
+                && !settings.frozen()
             {
                 self.reply(&Reply::ConnectError);
                 let _ = self.flush().await;
@@ -474,6 +562,12 @@ impl Connection {
     /// Serves one request, leaving its reply in `self.out`.
     async fn request(&mut self, message: ClientMessage) -> Result<Next, Violation> {
         self.allowed(message.command())?;
+        if self.settings.sabotage.exit_on_put
+            && self.login.is_some()
+            && matches!(message, ClientMessage::Put { .. })
+        {
+            crash_on_put();
+        }
         if let ClientMessage::Connect { id, hash } = message {
             return Ok(self.connect(id, hash).await);
         }
@@ -529,7 +623,8 @@ impl Connection {
             Ok(Ok(login)) => {
                 debug!(id = ?id, "logged in");
                 self.login = Some(login);
-                Reply::ConnectOk
+                self.reply(&Reply::ConnectOk);
+                return Next::LoggedIn;
             }
             Ok(Err(e)) => {
                 debug!(id = ?id, "login refused: {e}");
@@ -606,9 +701,13 @@ impl Connection {
                 self.store.discard(login);
             }
             // DISCONNECT has already removed the session.
-            (End::Closed | End::Disconnected | End::Shutdown, Some(login)) => {
+            (End::Closed | End::Disconnected | End::Shutdown | End::Frozen, Some(login)) => {
                 self.store.release(login);
             }
+        }
+        if let End::Frozen = end {
+            // The server is shutting down: drop the connection, unanswered.
+            return;
         }
         if let End::Disconnected | End::Shutdown = end {
             let _ = self.flush().await;
@@ -616,4 +715,11 @@ impl Connection {
         // close_notify, then FIN. A peer that does not read may hold this up: bound it.
         let _ = tokio::time::timeout(self.settings.write_timeout, self.stream.shutdown()).await;
     }
+}
+
+/// `Sabotage::exit_on_put`: ends the whole process, as a panic in a server without a panic
+/// handler would.
+fn crash_on_put() -> ! {
+    eprintln!("{CRASH_ON_PUT_MESSAGE}");
+    std::process::exit(CRASH_EXIT_CODE);
 }

@@ -1,0 +1,184 @@
+//! `harness grade` on a class of fake submissions built from the reference KV server: two
+//! correct ones, one with a single injected bug each, one that crashes on its first PUT, one
+//! that hangs after a login, one that never opens its port, one that floods stderr. The sheet
+//! must give each exactly the points it deserves, and every outcome must be the right kind.
+//!
+//! The submissions run `reference kv-server`, which `cargo test --workspace` builds beside
+//! the `harness` binary.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support;
+
+/// The `reference` binary next to the `harness` binary under test.
+fn reference_bin() -> PathBuf {
+    let harness = PathBuf::from(env!("CARGO_BIN_EXE_harness"));
+    let dir = harness.parent().expect("the binary's folder");
+    let bin = dir.join(format!("reference{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p reference-impl` (`cargo test --workspace` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A submission: its folder name and the line that starts its server (`$1` is the port,
+/// `$REF` the reference binary).
+const CLASS: &[(&str, &str)] = &[
+    (
+        "alice-correct",
+        r#"exec "$REF" kv-server --listen 127.0.0.1:$1"#,
+    ),
+    (
+        "bob-correct",
+        r#"exec "$REF" kv-server --listen 127.0.0.1:$1"#,
+    ),
+    (
+        "carol-put-keeps-old-value",
+        r#"exec "$REF" kv-server --listen 127.0.0.1:$1 --fault put-keeps-old-value"#,
+    ),
+    (
+        "dave-wrong-crc",
+        r#"exec "$REF" kv-server --listen 127.0.0.1:$1 --fault wrong-crc"#,
+    ),
+    (
+        "erin-delete-keeps-key",
+        r#"exec "$REF" kv-server --listen 127.0.0.1:$1 --fault delete-keeps-key"#,
+    ),
+    (
+        "frank-accept-any-password",
+        r#"exec "$REF" kv-server --listen 127.0.0.1:$1 --fault accept-any-password"#,
+    ),
+    (
+        "grace-duplicate-session",
+        r#"exec "$REF" kv-server --listen 127.0.0.1:$1 --fault allow-duplicate-session"#,
+    ),
+    (
+        "heidi-no-close-after-disconnect",
+        r#"exec "$REF" kv-server --listen 127.0.0.1:$1 --fault no-close-after-disconnect"#,
+    ),
+    (
+        "ivan-crash-on-put",
+        r#"exec "$REF" kv-server --listen 127.0.0.1:$1 --crash-on-put"#,
+    ),
+    (
+        "judy-hang-after-login",
+        r#"exec "$REF" kv-server --listen 127.0.0.1:$1 --freeze-after-login"#,
+    ),
+    ("mallory-never-listens", "echo starting up; sleep 60"),
+    (
+        "niaj-noisy-stderr",
+        r#"i=0; while [ $i -lt 5000 ]; do echo "debug: line $i of noise" >&2; i=$((i+1)); done
+exec "$REF" kv-server --listen 127.0.0.1:$1"#,
+    ),
+    (
+        "olivia-signed-crc",
+        r#"exec "$REF" kv-server --listen 127.0.0.1:$1 --fault signed-crc"#,
+    ),
+];
+
+fn make_class(root: &Path) -> PathBuf {
+    let subs = root.join("subs");
+    for (name, line) in CLASS {
+        let dir = subs.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("run.sh"), format!("#!/bin/sh\n{line}\n")).unwrap();
+    }
+    subs
+}
+
+#[test]
+fn a_class_is_graded_exactly() {
+    let root = tempfile::tempdir().unwrap();
+    let subs = make_class(root.path());
+    let out = root.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .current_dir(support::root())
+        .env("REF", reference_bin())
+        .args(["grade", "scenarios/kv", "--submissions"])
+        .arg(&subs)
+        .args([
+            "--exec",
+            "sh {dir}/run.sh {port}",
+            "--restart",
+            "per-scenario",
+            "--jobs",
+            "2",
+            "--scenario-jobs",
+            "8",
+            "--startup-timeout",
+            "2s",
+            "--output",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+
+    let grade: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("grade.json")).unwrap()).unwrap();
+    let mut table = BTreeMap::new();
+    for s in grade["submissions"].as_array().unwrap() {
+        let sum = &s["summary"];
+        let n = |k: &str| sum[k].as_u64().unwrap();
+        table.insert(
+            s["submission"].as_str().unwrap().to_owned(),
+            (
+                n("points"),
+                n("max_points"),
+                n("failed") + n("timed_out") + n("errors"),
+                n("crashed"),
+                n("hung"),
+                n("did_not_start"),
+            ),
+        );
+    }
+    // (points, max, failed + timed out + errors, crashed, hung, did not start)
+    let expected: BTreeMap<String, (u64, u64, u64, u64, u64, u64)> = [
+        ("alice-correct", (33, 33, 0, 0, 0, 0)),
+        ("bob-correct", (33, 33, 0, 0, 0, 0)),
+        ("carol-put-keeps-old-value", (32, 33, 1, 0, 0, 0)),
+        ("dave-wrong-crc", (21, 33, 12, 0, 0, 0)),
+        ("erin-delete-keeps-key", (32, 33, 1, 0, 0, 0)),
+        ("frank-accept-any-password", (31, 33, 2, 0, 0, 0)),
+        ("grace-duplicate-session", (32, 33, 1, 0, 0, 0)),
+        ("heidi-no-close-after-disconnect", (32, 33, 1, 0, 0, 0)),
+        ("ivan-crash-on-put", (12, 33, 0, 21, 0, 0)),
+        ("judy-hang-after-login", (5, 33, 0, 0, 28, 0)),
+        ("mallory-never-listens", (0, 33, 0, 0, 0, 33)),
+        ("niaj-noisy-stderr", (33, 33, 0, 0, 0, 0)),
+        ("olivia-signed-crc", (23, 33, 10, 0, 0, 0)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(table, expected, "{stdout}");
+
+    // The sheet and a student's reports are there and say the same.
+    let sheet = std::fs::read_to_string(out.join("sheet.csv")).unwrap();
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(support::root().join("snapshots/harness"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.bind(|| insta::assert_snapshot!("grade_class_sheet", sheet));
+    assert!(
+        sheet.starts_with("submission,points,max_points,"),
+        "{sheet}"
+    );
+    assert!(sheet.contains("\ndave-wrong-crc,21,33,"), "{sheet}");
+    for name in [
+        "dave-wrong-crc",
+        "ivan-crash-on-put",
+        "mallory-never-listens",
+    ] {
+        for file in ["report.md", "report.html", "results.json", "report.json"] {
+            let path = out.join(name).join(file);
+            assert!(path.exists(), "{} missing", path.display());
+        }
+    }
+}

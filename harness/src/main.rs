@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -194,6 +194,11 @@ struct GradeArgs {
     #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_scale)]
     time_scale: f64,
 
+    /// Run each scenario N times; one that both passes and fails is marked flaky (and
+    /// scored by a run that did not pass).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeat: u32,
+
     /// Set a suite variable; repeatable.
     #[arg(long = "var", value_name = "K=V", value_parser = parse_var)]
     vars: Vec<(String, String)>,
@@ -241,6 +246,10 @@ enum Format {
     Human,
     /// The JSON report (schema version 1, see README.md).
     Json,
+    /// JUnit XML: a testcase per scenario, for CI test reporters.
+    Junit,
+    /// TAP version 14.
+    Tap,
 }
 
 /// Flags `run` and `serve` share.
@@ -291,6 +300,10 @@ struct CommonArgs {
     /// Multiply every deadline by F (slow machines, slow targets).
     #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_scale)]
     time_scale: f64,
+
+    /// Run each scenario N times; one that both passes and fails is marked flaky.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeat: u32,
 
     #[command(flatten)]
     select: SelectArgs,
@@ -578,6 +591,7 @@ async fn execute(args: &CommonArgs, mut opts: RunOptions) -> ExitCode {
         Err(code) => return code,
     };
     opts.time_scale = args.time_scale;
+    opts.repeat = args.repeat;
     let profile = match load_profile(args.profile.as_deref(), &suites) {
         Ok(p) => p,
         Err(code) => return code,
@@ -615,12 +629,9 @@ async fn execute(args: &CommonArgs, mut opts: RunOptions) -> ExitCode {
         },
         None => None,
     };
+    // A machine-readable format goes to --output (with the human report on stdout), or to
+    // stdout alone.
     let result = match (args.format, file.as_mut()) {
-        (Format::Json, Some(f)) => {
-            let mut json = JsonReporter::new(f);
-            let mut human = HumanReporter::new(&mut stdout, human_opts);
-            run::run(&suites, &opts, &mut Tee(vec![&mut json, &mut human])).await
-        }
         (Format::Human, Some(f)) => {
             run::run(&suites, &opts, &mut HumanReporter::new(f, human_opts)).await
         }
@@ -632,15 +643,45 @@ async fn execute(args: &CommonArgs, mut opts: RunOptions) -> ExitCode {
             )
             .await
         }
-        (Format::Json, None) => run::run(&suites, &opts, &mut JsonReporter::new(&mut stdout)).await,
+        (format, Some(f)) => {
+            let mut machine = machine_reporter(format, f);
+            let mut human = HumanReporter::new(&mut stdout, human_opts);
+            run::run(&suites, &opts, &mut Tee(vec![machine.as_mut(), &mut human])).await
+        }
+        (format, None) => {
+            let mut machine = machine_reporter(format, &mut stdout);
+            run::run(&suites, &opts, machine.as_mut()).await
+        }
     };
+    finish(result, file, opts.strict)
+}
+
+/// The reporter of a machine-readable format, writing to `out`.
+fn machine_reporter<'w>(
+    format: Format,
+    out: &'w mut dyn Write,
+) -> Box<dyn harness::report::Reporter + 'w> {
+    match format {
+        Format::Json => Box::new(JsonReporter::new(out)),
+        Format::Junit => Box::new(harness::report::junit::JunitReporter::new(out)),
+        Format::Tap => Box::new(harness::report::tap::TapReporter::new(out)),
+        Format::Human => Box::new(HumanReporter::new(out, HumanOptions::default())),
+    }
+}
+
+/// Flushes the report file and turns the run's result into the exit code.
+fn finish(
+    result: Result<run::RunReport, run::SetupError>,
+    file: Option<BufWriter<File>>,
+    strict: bool,
+) -> ExitCode {
     if let Some(mut f) = file
         && let Err(e) = f.flush()
     {
         return setup_error(&format!("cannot write the report: {e}"));
     }
     match result {
-        Ok(report) => ExitCode::from(report.exit_code(opts.strict) as u8),
+        Ok(report) => ExitCode::from(report.exit_code(strict) as u8),
         Err(e) => setup_error(&e.to_string()),
     }
 }
@@ -689,41 +730,42 @@ async fn grade_command(args: GradeArgs) -> ExitCode {
             jobs: args.scenario_jobs,
             timeout: args.timeout,
             time_scale: args.time_scale,
+            repeat: args.repeat,
             ..RunOptions::default()
         },
     };
     let quiet = args.quiet;
+    // On a terminal, a bar with the finished submissions printed above it; otherwise a
+    // plain line per submission.
+    let bar = (!quiet && io::stdout().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} submissions  {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
     let mut progress = |s: &harness::report::Submission, n: usize, total: usize| {
-        if !quiet {
-            let sum = &s.summary;
-            let mut problems = Vec::new();
-            for (count, word) in [
-                (sum.failed, "failed"),
-                (sum.timed_out, "timed out"),
-                (sum.errors, "errors"),
-                (sum.crashed, "crashed"),
-                (sum.hung, "hung"),
-                (sum.did_not_start, "did not start"),
-            ] {
-                if count > 0 {
-                    problems.push(format!("{count} {word}"));
-                }
+        if quiet {
+            return;
+        }
+        let line = submission_line(s, n, total);
+        match &bar {
+            Some(bar) => {
+                bar.set_length(total as u64);
+                bar.set_position(n as u64);
+                bar.println(line);
             }
-            let problems = if problems.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", problems.join(", "))
-            };
-            println!(
-                "[{n}/{total}] {}: {}/{} points{problems}",
-                s.name, sum.points, sum.max_points
-            );
+            None => println!("{line}"),
         }
     };
     let graded = match harness::grade::grade(&suites, &opts, &mut progress).await {
         Ok(g) => g,
         Err(e) => return setup_error(&e.to_string()),
     };
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
     if let Err(e) = harness::grade::write_outputs(&args.output, &graded) {
         return setup_error(&e.to_string());
     }
@@ -736,6 +778,34 @@ async fn grade_command(args: GradeArgs) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// `[3/12] alice: 31/33 points (1 failed, 1 crashed)`.
+fn submission_line(s: &harness::report::Submission, n: usize, total: usize) -> String {
+    let sum = &s.summary;
+    let mut problems = Vec::new();
+    for (count, word) in [
+        (sum.failed, "failed"),
+        (sum.timed_out, "timed out"),
+        (sum.errors, "errors"),
+        (sum.crashed, "crashed"),
+        (sum.hung, "hung"),
+        (sum.did_not_start, "did not start"),
+        (sum.flaky, "flaky"),
+    ] {
+        if count > 0 {
+            problems.push(format!("{count} {word}"));
+        }
+    }
+    let problems = if problems.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", problems.join(", "))
+    };
+    format!(
+        "[{n}/{total}] {}: {}/{} points{problems}",
+        s.name, sum.points, sum.max_points
+    )
 }
 
 fn merge_command(files: &[PathBuf], output: &std::path::Path) -> ExitCode {

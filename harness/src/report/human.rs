@@ -95,6 +95,16 @@ impl<'w> HumanReporter<'w> {
         if s.unexpected_passes > 0 {
             line.push_str(&format!(", {} unexpected passes", s.unexpected_passes));
         }
+        for (n, word) in [
+            (s.crashed, "crashed"),
+            (s.hung, "hung"),
+            (s.did_not_start, "did not start"),
+            (s.flaky, "flaky"),
+        ] {
+            if n > 0 {
+                line.push_str(&format!(", {n} {word}"));
+            }
+        }
         line.push_str(&format!("; points {}/{}", s.points, s.max_points));
         if self.opts.times {
             line.push_str(&format!(

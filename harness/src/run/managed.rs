@@ -101,6 +101,7 @@ pub(super) async fn run_suite(
     protocol: &Protocol,
     exec: &TargetExec,
     jobs: usize,
+    repeat: u32,
     reporter: &mut dyn Reporter,
 ) -> Result<Vec<ScenarioResult>, SetupError> {
     let mode = match exec.restart {
@@ -130,10 +131,13 @@ pub(super) async fn run_suite(
         let instance = instance.clone();
         set.spawn(async move {
             let _permit = semaphore.acquire_owned().await;
-            let result = match instance {
-                Some(instance) => on_shared(&scenario, &settings, &spec, &instance, probe).await,
-                None => on_own(&scenario, &settings, &spec, probe).await,
-            };
+            let result = super::repeated(repeat, || async {
+                match &instance {
+                    Some(instance) => on_shared(&scenario, &settings, &spec, instance, probe).await,
+                    None => on_own(&scenario, &settings, &spec, probe).await,
+                }
+            })
+            .await;
             (index, result)
         });
     }

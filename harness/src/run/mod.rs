@@ -65,6 +65,9 @@ pub struct RunOptions {
     pub time_scale: f64,
     /// `--exec`: the harness starts the target itself (instead of `target`).
     pub exec: Option<managed::TargetExec>,
+    /// `--repeat`: each scenario runs this many times; one that both passes and fails is
+    /// marked flaky and reported by a run that did not pass.
+    pub repeat: u32,
 }
 
 /// How `harness serve` meets the client under test.
@@ -102,6 +105,7 @@ impl Default for RunOptions {
             serve: None,
             time_scale: 1.0,
             exec: None,
+            repeat: 1,
         }
     }
 }
@@ -168,6 +172,34 @@ impl RunReport {
     /// Exit code 0 (all passed) or 1 (some scenario did not).
     pub fn exit_code(&self, strict: bool) -> i32 {
         i32::from(self.results.iter().any(|r| r.fails_run(strict)))
+    }
+}
+
+/// Runs a scenario `times` times (at least once). If some runs pass and some do not, the
+/// scenario is flaky: the first run that did not pass is the result, marked flaky, so the
+/// report shows what went wrong; if none passed, the first run is the result.
+pub async fn repeated<F, Fut>(times: u32, mut run: F) -> ScenarioResult
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ScenarioResult>,
+{
+    let first = run().await;
+    if times <= 1 || first.outcome == Outcome::Skipped {
+        return first;
+    }
+    let mut results = vec![first];
+    for _ in 1..times {
+        results.push(run().await);
+    }
+    let passed = results.iter().any(|r| !r.outcome.is_problem());
+    let failing = results.iter().position(|r| r.outcome.is_problem());
+    match failing {
+        Some(i) => {
+            let mut chosen = results.swap_remove(i);
+            chosen.flaky = passed;
+            chosen
+        }
+        None => results.swap_remove(0),
     }
 }
 
@@ -280,7 +312,14 @@ pub async fn run(
             let scenarios = profiled(suite, opts.profile.as_ref());
             results.extend(
                 managed::run_suite(
-                    suite, &scenarios, settings, protocol, exec, opts.jobs, reporter,
+                    suite,
+                    &scenarios,
+                    settings,
+                    protocol,
+                    exec,
+                    opts.jobs,
+                    opts.repeat,
+                    reporter,
                 )
                 .await?,
             );
@@ -293,8 +332,15 @@ pub async fn run(
                 None => settings.addr.clone(),
             },
         })?;
-        let suite_results =
-            run_suite(suite, settings, opts.jobs, opts.profile.as_ref(), reporter).await;
+        let suite_results = run_suite(
+            suite,
+            settings,
+            opts.jobs,
+            opts.profile.as_ref(),
+            opts.repeat,
+            reporter,
+        )
+        .await;
         if let Some(r) = reference {
             r.stop().await;
         }
@@ -673,6 +719,7 @@ async fn run_suite(
     settings: ExecSettings,
     jobs: usize,
     profile: Option<&Profile>,
+    repeat: u32,
     reporter: &mut dyn Reporter,
 ) -> Result<Vec<ScenarioResult>, SetupError> {
     let settings = Arc::new(settings);
@@ -710,7 +757,8 @@ async fn run_suite(
                 None => None,
             };
             let _permit = semaphore.acquire_owned().await;
-            (index, run_scenario(&scenario, &settings, next_uniq()).await)
+            let result = repeated(repeat, || run_scenario(&scenario, &settings, next_uniq())).await;
+            (index, result)
         });
     }
     while let Some(joined) = set.join_next().await {
@@ -727,9 +775,63 @@ async fn run_suite(
         }
     }
     for (index, scenario) in serial {
-        let result = run_scenario(scenario, &settings, next_uniq()).await;
+        let result = repeated(repeat, || run_scenario(scenario, &settings, next_uniq())).await;
         reporter.report(&Event::ScenarioFinished(&result))?;
         slots[index] = Some(result);
     }
     Ok(slots.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(outcome: Outcome) -> ScenarioResult {
+        ScenarioResult {
+            id: "t".into(),
+            title: None,
+            spec: None,
+            tags: Vec::new(),
+            level: crate::scenario::model::Level::Must,
+            file: PathBuf::from("t.yaml"),
+            line: 1,
+            outcome,
+            duration: Duration::ZERO,
+            points: u32::from(outcome == Outcome::Passed),
+            max_points: 1,
+            reason: None,
+            failure: None,
+            transcript: Default::default(),
+            uniq: String::new(),
+            source: Arc::new(crate::scenario::model::SourceFile {
+                path: PathBuf::from("t.yaml"),
+                text: String::new(),
+            }),
+            hidden: false,
+            flaky: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn repeated_runs_mark_a_scenario_that_both_passes_and_fails_as_flaky() {
+        let runs = |outcomes: Vec<Outcome>| {
+            let mut outcomes = outcomes.into_iter();
+            move || {
+                let o = outcomes.next().unwrap_or(Outcome::Passed);
+                async move { result(o) }
+            }
+        };
+        let r = repeated(
+            3,
+            runs(vec![Outcome::Passed, Outcome::TimedOut, Outcome::Passed]),
+        )
+        .await;
+        assert_eq!((r.outcome, r.flaky, r.points), (Outcome::TimedOut, true, 0));
+        let r = repeated(3, runs(vec![Outcome::Passed; 3])).await;
+        assert_eq!((r.outcome, r.flaky), (Outcome::Passed, false));
+        let r = repeated(2, runs(vec![Outcome::Failed, Outcome::Failed])).await;
+        assert_eq!((r.outcome, r.flaky), (Outcome::Failed, false));
+        let r = repeated(1, runs(vec![Outcome::Failed])).await;
+        assert_eq!((r.outcome, r.flaky), (Outcome::Failed, false));
+    }
 }

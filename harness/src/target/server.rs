@@ -98,8 +98,17 @@ pub struct ManagedServer {
 
 impl ManagedServer {
     /// Starts the server on a free loopback port and waits until the port accepts a
-    /// connection, the server exits, or the startup timeout passes.
+    /// connection, the server exits, or the startup timeout passes. A server that exits at
+    /// once gets a second try on another port: another program may have taken the first
+    /// between the harness's check and the server's bind.
     pub async fn start(spec: &ServerSpec) -> Result<Self, StartError> {
+        match Self::start_once(spec).await {
+            Err(StartError::Exited { .. }) => Self::start_once(spec).await,
+            other => other,
+        }
+    }
+
+    async fn start_once(spec: &ServerSpec) -> Result<Self, StartError> {
         let port = free_port().map_err(StartError::Port)?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let command =
@@ -201,6 +210,12 @@ fn free_port() -> std::io::Result<u16> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let span = u32::from(high - low) + 1;
+    if ports.taken.is_empty() && ports.next == 0 {
+        // Harness processes running side by side (shards on one machine) start at
+        // different places, so they seldom reach for the same port at the same moment.
+        ports.next =
+            u16::try_from(std::process::id().wrapping_mul(2_654_435_761) % span).unwrap_or(0);
+    }
     for _ in 0..span {
         let candidate = low + u16::try_from(u32::from(ports.next) % span).unwrap_or(0);
         ports.next = ports.next.wrapping_add(1);

@@ -245,3 +245,83 @@ fn serve_reports_a_client_that_does_not_connect() {
     s.add_filter(r"port \d+", "port [port]");
     s.bind(|| insta::assert_snapshot!("cli_serve_client_not_connecting", text));
 }
+
+/// A scenario made of checkpoints earns the points of those it reached.
+#[test]
+fn checkpoints_give_partial_credit() {
+    let dir = Scratch::new("checkpoints");
+    dir.write("suite.yaml", "protocol: kv\n");
+    dir.write(
+        "partial.yaml",
+        r#"id: scratch/partial
+steps:
+  - C -> S: CONNECT u{{uniq}}
+  - send: { bytes: "{{pbkdf2('secret')}}" }
+  - S -> C: "CONNECT: OK"
+  - points: 2
+  - C -> S: GET nothing-here
+  - S -> C: "GET: SOMETHING ELSE"
+  - points: 3
+"#,
+    );
+    let path = dir.0.display().to_string();
+    let o = harness(&["run", &path, "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["scenarios"][0]["outcome"], "failed");
+    assert_eq!(v["scenarios"][0]["points"], 2);
+    assert_eq!(v["scenarios"][0]["max_points"], 5);
+    assert_eq!(v["summary"]["points"], 2);
+}
+
+#[test]
+fn junit_and_tap_reports_on_stdout() {
+    let o = harness(&["run", "scenarios/kv/login-ok.yaml", "--format", "junit"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let xml = stdout(&o);
+    assert!(xml.starts_with("<?xml"), "{xml}");
+    assert!(xml.contains(r#"<testcase name="kv/login/ok""#), "{xml}");
+    let o = harness(&["run", "scenarios/kv/login-ok.yaml", "--format", "tap"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("TAP version 14\n1..1\nok 1 - kv/login/ok\n"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn list_filters_by_id_tag_and_level() {
+    let o = harness(&[
+        "list",
+        "scenarios/kv",
+        "--filter",
+        "kv/get/*",
+        "--level",
+        "must",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let ids: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        !ids.is_empty() && ids.iter().all(|id| id.starts_with("kv/get/")),
+        "{out}"
+    );
+    let o = harness(&["list", "scenarios/chat", "--tag", "level2"]);
+    assert!(
+        stdout(&o).lines().skip(1).all(|l| l.contains("level2")),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn grade_help_teaches() {
+    let o = harness(&["grade", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    settings().bind(|| insta::assert_snapshot!("cli_grade_help", stdout(&o)));
+}

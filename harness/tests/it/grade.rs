@@ -182,3 +182,119 @@ fn a_class_is_graded_exactly() {
         }
     }
 }
+
+fn harness_cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
+    c.current_dir(support::root()).env("REF", reference_bin());
+    c
+}
+
+/// `harness run --exec` starts the server itself, per suite and per scenario.
+#[test]
+fn run_exec_starts_and_stops_the_target() {
+    for restart in ["per-suite", "per-scenario"] {
+        let o = harness_cmd()
+            .args([
+                "run",
+                "scenarios/mathsvc",
+                "-q",
+                "--restart",
+                restart,
+                "--exec",
+            ])
+            .arg(r#""$REF" mathsvc-server --port {port}"#)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{restart}: {stdout}");
+        assert!(stdout.contains("15 passed"), "{stdout}");
+        assert!(stdout.contains("started by the harness"), "{stdout}");
+    }
+    // A server that is wrong fails as it does against --target; one that crashes is told.
+    let o = harness_cmd()
+        .args(["run", "scenarios/mathsvc/fibonacci.yaml", "--exec"])
+        .arg(r#"echo "fatal: cannot bind" >&2; exit 7 # {port}"#)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("NOSTART mathsvc/fibonacci"), "{stdout}");
+    assert!(
+        stdout.contains("the target ended (exit code 7) before it accepted a connection"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("stderr | fatal: cannot bind"), "{stdout}");
+}
+
+/// Shards grade disjoint parts of a class; `harness merge` makes the sheet of the whole.
+#[test]
+fn shards_merge_into_the_whole_sheet() {
+    let root = tempfile::tempdir().unwrap();
+    let subs = root.path().join("subs");
+    for (name, flags) in [
+        ("a", ""),
+        ("b", "--fault fib-off-by-one"),
+        ("c", "--fault uuid-wrong-name"),
+        ("d", ""),
+        ("e", "--fault answers-with-newline"),
+    ] {
+        std::fs::create_dir_all(subs.join(name)).unwrap();
+        std::fs::write(
+            subs.join(name).join("run.sh"),
+            format!("exec \"$REF\" mathsvc-server --port $1 {flags}\n"),
+        )
+        .unwrap();
+    }
+    let grade = |out: &Path, shard: Option<&str>| {
+        let mut c = harness_cmd();
+        c.args(["grade", "scenarios/mathsvc", "-q", "--submissions"])
+            .arg(&subs)
+            .args([
+                "--exec",
+                "sh {dir}/run.sh {port}",
+                "--jobs",
+                "3",
+                "--output",
+            ])
+            .arg(out);
+        if let Some(s) = shard {
+            c.args(["--shard", s]);
+        }
+        let o = c.output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let whole = root.path().join("whole");
+    grade(&whole, None);
+    let (one, two) = (root.path().join("one"), root.path().join("two"));
+    grade(&one, Some("1/2"));
+    grade(&two, Some("2/2"));
+    let merged = root.path().join("merged");
+    let o = harness_cmd()
+        .arg("merge")
+        .arg(one.join("grade.json"))
+        .arg(two.join("grade.json"))
+        .arg("--output")
+        .arg(&merged)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
+    let sheet = read(whole.join("sheet.csv"));
+    assert_eq!(read(merged.join("sheet.csv")), sheet);
+    assert_eq!(sheet.lines().count(), 6, "{sheet}");
+    let one_sheet = read(one.join("sheet.csv"));
+    assert!(one_sheet.contains("\na,") && one_sheet.contains("\nc,") && one_sheet.contains("\ne,"));
+    assert!(!one_sheet.contains("\nb,"), "{one_sheet}");
+    assert!(sheet.contains("\na,15,15,"), "{sheet}");
+    assert!(!sheet.contains("\nb,15,15,"), "{sheet}");
+}

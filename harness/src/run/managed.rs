@@ -100,10 +100,10 @@ pub(super) async fn run_suite(
     settings: ExecSettings,
     protocol: &Protocol,
     exec: &TargetExec,
-    jobs: usize,
-    repeat: u32,
+    opts: &super::RunOptions,
     reporter: &mut dyn Reporter,
 ) -> Result<Vec<ScenarioResult>, SetupError> {
+    let (jobs, repeat) = (opts.jobs, opts.repeat);
     let mode = match exec.restart {
         Restart::PerSuite => "one instance for the suite",
         Restart::PerScenario => "one instance per scenario",

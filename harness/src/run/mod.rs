@@ -311,17 +311,8 @@ pub async fn run(
         if let Some(exec) = &opts.exec {
             let scenarios = profiled(suite, opts.profile.as_ref());
             results.extend(
-                managed::run_suite(
-                    suite,
-                    &scenarios,
-                    settings,
-                    protocol,
-                    exec,
-                    opts.jobs,
-                    opts.repeat,
-                    reporter,
-                )
-                .await?,
+                managed::run_suite(suite, &scenarios, settings, protocol, exec, opts, reporter)
+                    .await?,
             );
             continue;
         }

@@ -184,7 +184,6 @@ pub async fn grade(
                             name,
                             results: report.results,
                             summary: report.summary,
-                            target_log: Vec::new(),
                         };
                         finished += 1;
                         done(&submission, finished, total);

@@ -98,6 +98,15 @@ struct SelectArgs {
     level: Option<LevelArg>,
 }
 
+/// `--shard` of the scenarios, for `run` and `serve`.
+#[derive(Debug, Args)]
+struct ShardArgs {
+    /// Run only shard K of N of the selected scenarios (every N-th, in suite and file order,
+    /// from the K-th), to spread a long suite over N machines or CI jobs.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    shard: Option<(usize, usize)>,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LevelArg {
     Must,
@@ -113,6 +122,7 @@ impl SelectArgs {
                 LevelArg::Must => Level::Must,
                 LevelArg::Should => Level::Should,
             }),
+            shard: None,
         }
     }
 }
@@ -307,6 +317,9 @@ struct CommonArgs {
 
     #[command(flatten)]
     select: SelectArgs,
+
+    #[command(flatten)]
+    shard: ShardArgs,
 }
 
 #[derive(Debug, Args)]
@@ -586,8 +599,12 @@ async fn serve_command(args: ServeArgs) -> ExitCode {
 /// Loads and checks the suites, runs them with `opts` completed by the shared flags, and
 /// reports.
 async fn execute(args: &CommonArgs, mut opts: RunOptions) -> ExitCode {
+    let selection = Selection {
+        shard: args.shard.shard,
+        ..args.select.selection()
+    };
     let suites = match load_or_report(&args.paths) {
-        Ok(s) => args.select.selection().apply(s),
+        Ok(s) => selection.apply(s),
         Err(code) => return code,
     };
     opts.time_scale = args.time_scale;

@@ -295,10 +295,5 @@ pub(crate) fn submission() -> Submission {
         name: "alice, \"the\" <fast> one".into(),
         results,
         summary,
-        target_log: vec![
-            "stdout | listening on 0.0.0.0:4000".into(),
-            "stderr | thread 'main' panicked at src/main.rs:42:5:".into(),
-            "stderr | called `Option::unwrap()` on a `None` value <&>".into(),
-        ],
     }
 }

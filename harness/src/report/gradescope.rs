@@ -51,16 +51,6 @@ pub fn gradescope(sub: &Submission) -> Value {
         output.push_str(&line);
         output.push('\n');
     }
-    if !sub.target_log.is_empty() {
-        output.push_str(&format!(
-            "\nWhat your program printed (last {} lines):\n",
-            sub.target_log.len()
-        ));
-        for line in &sub.target_log {
-            output.push_str(line);
-            output.push('\n');
-        }
-    }
     json!({
         "score": s.points,
         "execution_time": s.duration.as_secs() + u64::from(s.duration.subsec_nanos() > 0),

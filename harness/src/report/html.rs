@@ -148,14 +148,6 @@ pub fn html(sub: &Submission) -> String {
         let _ = writeln!(out, "</section>");
     }
 
-    if !sub.target_log.is_empty() {
-        let _ = writeln!(
-            out,
-            "<section>\n<h2>What your program printed (last {} lines)</h2>\n<pre>{}</pre>\n</section>",
-            sub.target_log.len(),
-            escape(&sub.target_log.join("\n"))
-        );
-    }
     let _ = writeln!(out, "</main>\n</body>\n</html>");
     out
 }

@@ -73,14 +73,6 @@ pub fn markdown(sub: &Submission) -> String {
         }
     }
 
-    if !sub.target_log.is_empty() {
-        let _ = writeln!(
-            out,
-            "## What your program printed (last {} lines)\n",
-            sub.target_log.len()
-        );
-        let _ = writeln!(out, "{}", fenced(&sub.target_log.join("\n")));
-    }
     out
 }
 

@@ -17,14 +17,14 @@ pub mod markdown;
 pub mod sheet;
 pub mod tap;
 
-/// One graded submission: its name (the folder), every scenario result (hidden ones included), the totals, and what the target printed.
+/// One graded submission: its name (the folder), every scenario result (hidden ones
+/// included; what the target printed is in the transcripts of those that did not pass), and
+/// the totals.
 #[derive(Debug, Clone)]
 pub struct Submission {
     pub name: String,
     pub results: Vec<crate::run::ScenarioResult>,
     pub summary: crate::run::Summary,
-    /// The last lines the target printed (stdout and stderr interleaved, each prefixed `stdout | ` / `stderr | `), if the harness started it.
-    pub target_log: Vec<String>,
 }
 
 /// What happens during a run, in order.

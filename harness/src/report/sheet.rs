@@ -133,7 +133,6 @@ mod tests {
             name: name.to_owned(),
             results,
             summary,
-            target_log: Vec::new(),
         }
     }
 

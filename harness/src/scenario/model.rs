@@ -421,6 +421,9 @@ pub struct Selection {
     /// Tags; a scenario with any of them is taken.
     pub tags: Vec<String>,
     pub level: Option<Level>,
+    /// `(k, n)`: of the scenarios selected otherwise, in suite and file order, every n-th
+    /// from the k-th (1-based), so that n machines share a long suite.
+    pub shard: Option<(usize, usize)>,
 }
 
 impl Selection {
@@ -433,10 +436,18 @@ impl Selection {
 
     /// The suites with only the selected scenarios; suites left empty are dropped.
     pub fn apply(&self, suites: Vec<Suite>) -> Vec<Suite> {
+        let mut index = 0usize;
         suites
             .into_iter()
             .filter_map(|mut suite| {
-                suite.scenarios.retain(|s| self.takes(s));
+                suite.scenarios.retain(|s| {
+                    if !self.takes(s) {
+                        return false;
+                    }
+                    let i = index;
+                    index += 1;
+                    self.shard.is_none_or(|(k, n)| i % n == k - 1)
+                });
                 (!suite.scenarios.is_empty()).then_some(suite)
             })
             .collect()

@@ -806,3 +806,73 @@ steps:
         &format!("role: server\n{server_errors}\nrole: client\n{client_errors}"),
     );
 }
+
+#[test]
+fn selection_filters_and_shards() {
+    let scenario = |id: &str, tags: &str, level: &str| {
+        parse(&format!(
+            "id: {id}\ntags: [{tags}]\nlevel: {level}\nsteps:\n  - sleep: 1ms\n"
+        ))
+    };
+    let suite = |dir: &str, scenarios: Vec<Scenario>| Suite {
+        dir: dir.into(),
+        config: SuiteConfig::default(),
+        scenarios,
+    };
+    let suites = || {
+        vec![
+            suite(
+                "a",
+                vec![
+                    scenario("a/one", "x", "must"),
+                    scenario("a/two", "y", "should"),
+                ],
+            ),
+            suite(
+                "b",
+                vec![
+                    scenario("b/one", "x", "must"),
+                    scenario("b/two", "x, y", "must"),
+                    scenario("b/three", "z", "must"),
+                ],
+            ),
+        ]
+    };
+    let ids = |sel: Selection| -> Vec<String> {
+        sel.apply(suites())
+            .iter()
+            .flat_map(|s| s.scenarios.iter().map(|sc| sc.id.clone()))
+            .collect()
+    };
+    assert_eq!(ids(Selection::default()).len(), 5);
+    assert_eq!(
+        ids(Selection {
+            ids: vec!["*/one".into()],
+            ..Selection::default()
+        }),
+        ["a/one", "b/one"]
+    );
+    assert_eq!(
+        ids(Selection {
+            tags: vec!["y".into()],
+            level: Some(Level::Must),
+            ..Selection::default()
+        }),
+        ["b/two"]
+    );
+    let shard = |k| {
+        ids(Selection {
+            shard: Some((k, 2)),
+            ..Selection::default()
+        })
+    };
+    assert_eq!(shard(1), ["a/one", "b/one", "b/three"]);
+    assert_eq!(shard(2), ["a/two", "b/two"]);
+    // A suite left with nothing is dropped.
+    let only_b = Selection {
+        ids: vec!["b/*".into()],
+        ..Selection::default()
+    }
+    .apply(suites());
+    assert_eq!(only_b.len(), 1);
+}

@@ -401,7 +401,10 @@ async fn serve_suite(
     opts: &RunOptions,
     reporter: &mut dyn Reporter,
 ) -> Result<Vec<ScenarioResult>, SetupError> {
-    let (base_vars, override_vars) = layered_vars(suite, protocol, opts);
+    let (mut base_vars, override_vars) = layered_vars(suite, protocol, opts);
+    if let Some(exec) = &opts.exec {
+        base_vars.extend(exec.vars.clone());
+    }
     let settings = ExecSettings {
         addr: String::new(),
         transport: Transport::Tcp,
@@ -440,9 +443,12 @@ async fn serve_suite(
         }
         return Ok(results);
     };
-    let client = match serve.client {
-        Some(c) => c,
-        None => {
+    let client = match (serve.client, &opts.exec) {
+        (Some(c), _) => c,
+        // `run --exec` / `grade --exec` on a suite that plays the server: the command is
+        // the client under test ({dir} and the other placeholders as for a server).
+        (None, Some(exec)) => ClientSpec::Command(exec.command.clone()),
+        (None, None) => {
             protocol::reference_client(protocol).ok_or_else(|| SetupError::NoReferenceClient {
                 protocol: protocol.name.to_owned(),
             })?

@@ -298,3 +298,41 @@ fn shards_merge_into_the_whole_sheet() {
     assert!(sheet.contains("\na,15,15,"), "{sheet}");
     assert!(!sheet.contains("\nb,15,15,"), "{sheet}");
 }
+
+/// For a suite that plays the server, `--exec` starts each student's *client*.
+#[test]
+fn clients_are_graded_with_a_server_suite() {
+    let root = tempfile::tempdir().unwrap();
+    let subs = root.path().join("subs");
+    for (name, extra) in [("good", ""), ("bad", " --fault drops-last-byte")] {
+        std::fs::create_dir_all(subs.join(name)).unwrap();
+        std::fs::write(
+            subs.join(name).join("client.sh"),
+            format!(
+                "exec \"$REF\" packet-client --host $1 --port $2 --studentID $3 --keyword test{extra}\n"
+            ),
+        )
+        .unwrap();
+    }
+    let out = root.path().join("out");
+    let o = harness_cmd()
+        .args(["grade", "scenarios/packet-client", "-q", "--submissions"])
+        .arg(&subs)
+        .args([
+            "--exec",
+            "sh {dir}/client.sh {host} {port} {sid}",
+            "--output",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let sheet = std::fs::read_to_string(out.join("sheet.csv")).unwrap();
+    assert!(sheet.contains("\ngood,8,8,8,0,"), "{sheet}");
+    assert!(sheet.contains("\nbad,2,8,2,6,"), "{sheet}");
+}

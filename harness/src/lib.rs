@@ -14,6 +14,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grade;
 pub mod load;
 pub mod protocol;

@@ -34,6 +34,8 @@ pub const PROTOCOL: Protocol = Protocol {
         ("secret", "the number every game hides, 1-50, default 37"),
     ],
     probe: crate::target::server::Probe::Greeting,
+    // The data channel of file transfers is the port after the chat port.
+    ports: 2,
 };
 
 /// The number the built-in server's games hide.

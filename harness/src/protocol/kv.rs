@@ -25,6 +25,7 @@ pub const PROTOCOL: Protocol = Protocol {
         ("max_message", "bytes, default 4096"),
     ],
     probe: crate::target::server::Probe::Tls,
+    ports: 1,
 };
 
 pub(super) async fn start(

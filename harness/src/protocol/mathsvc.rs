@@ -19,6 +19,7 @@ pub const PROTOCOL: Protocol = Protocol {
     vars: &[("line_end", ""), ("require_line_end", "false")],
     reference_settings: &[("fib", "zero-based | slide: which Fibonacci number n names")],
     probe: crate::target::server::Probe::Request(|| b"probe\n".to_vec()),
+    ports: 1,
 };
 
 pub(super) async fn start(

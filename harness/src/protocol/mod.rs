@@ -61,6 +61,8 @@ pub struct Protocol {
     pub reference_settings: &'static [(&'static str, &'static str)],
     /// How to tell that a server the harness started still answers.
     pub probe: crate::target::server::Probe,
+    /// Consecutive ports a server of the protocol listens on, from its main port.
+    pub ports: u16,
 }
 
 /// Every protocol the harness speaks.

@@ -53,6 +53,7 @@ pub const PROTOCOL: Protocol = Protocol {
         ("seed", "seed of the key and text, default 1"),
     ],
     probe: crate::target::server::Probe::Request(header_packet),
+    ports: 1,
 };
 
 pub(super) async fn start(

@@ -55,11 +55,12 @@ pub enum Restart {
 }
 
 impl TargetExec {
-    fn spec(&self, time_scale: f64) -> ServerSpec {
+    fn spec(&self, time_scale: f64, ports: u16) -> ServerSpec {
         ServerSpec {
             command: self.command.clone(),
             vars: self.vars.clone(),
             startup_timeout: self.startup_timeout.mul_f64(time_scale),
+            ports,
         }
     }
 }
@@ -113,32 +114,59 @@ pub(super) async fn run_suite(
         target: &format!("`{}` started by the harness ({mode})", exec.command),
     })?;
     let settings = Arc::new(settings);
-    let spec = Arc::new(exec.spec(settings.time_scale));
+    let spec = Arc::new(exec.spec(settings.time_scale, protocol.ports));
     let probe = protocol.probe;
     let jobs = if suite.config.serial { 1 } else { jobs.max(1) };
     let instance = match exec.restart {
         Restart::PerScenario => None,
         Restart::PerSuite => Some(Arc::new(Mutex::new(start_instance(&spec, 0, 0).await))),
     };
-    let semaphore = Arc::new(Semaphore::new(jobs));
-    let mut set = JoinSet::new();
+    // As against any target: `serial` scenarios one at a time after the others, `lock`s
+    // never held by two scenarios at once (they share the one target of the suite).
+    let (parallel, serial): (Vec<_>, Vec<_>) = scenarios
+        .iter()
+        .cloned()
+        .enumerate()
+        .partition(|(_, s)| !s.serial && jobs > 1);
     let mut slots: Vec<Option<ScenarioResult>> = vec![None; scenarios.len()];
-    for (index, scenario) in scenarios.iter().enumerate() {
-        let scenario = scenario.clone();
+    let run_one = {
         let settings = settings.clone();
         let spec = spec.clone();
-        let semaphore = semaphore.clone();
         let instance = instance.clone();
+        move |scenario: Scenario| {
+            let settings = settings.clone();
+            let spec = spec.clone();
+            let instance = instance.clone();
+            async move {
+                super::repeated(repeat, || async {
+                    match &instance {
+                        Some(instance) => {
+                            on_shared(&scenario, &settings, &spec, instance, probe).await
+                        }
+                        None => on_own(&scenario, &settings, &spec, probe).await,
+                    }
+                })
+                .await
+            }
+        }
+    };
+    let semaphore = Arc::new(Semaphore::new(jobs));
+    let mut locks: BTreeMap<String, Arc<Mutex<()>>> = BTreeMap::new();
+    let mut set = JoinSet::new();
+    for (index, scenario) in parallel {
+        let lock = scenario
+            .lock
+            .clone()
+            .map(|name| locks.entry(name).or_default().clone());
+        let semaphore = semaphore.clone();
+        let run = run_one(scenario);
         set.spawn(async move {
+            let _lock = match &lock {
+                Some(lock) => Some(lock.lock().await),
+                None => None,
+            };
             let _permit = semaphore.acquire_owned().await;
-            let result = super::repeated(repeat, || async {
-                match &instance {
-                    Some(instance) => on_shared(&scenario, &settings, &spec, instance, probe).await,
-                    None => on_own(&scenario, &settings, &spec, probe).await,
-                }
-            })
-            .await;
-            (index, result)
+            (index, run.await)
         });
     }
     while let Some(joined) = set.join_next().await {
@@ -153,6 +181,11 @@ pub(super) async fn run_suite(
                 )));
             }
         }
+    }
+    for (index, scenario) in serial {
+        let result = run_one(scenario).await;
+        reporter.report(&Event::ScenarioFinished(&result))?;
+        slots[index] = Some(result);
     }
     if let Some(instance) = instance
         && let Some(server) = instance.lock().await.server.take()

@@ -46,6 +46,9 @@ pub struct ServerSpec {
     pub command: String,
     pub vars: BTreeMap<String, String>,
     pub startup_timeout: Duration,
+    /// Consecutive ports the server may use from `{port}` on (the chat server's data
+    /// channel is the port after its own).
+    pub ports: u16,
 }
 
 /// Why a server is not running.
@@ -92,6 +95,7 @@ pub struct ManagedServer {
     pub addr: SocketAddr,
     /// The command as run, for reports.
     pub command: String,
+    ports: u16,
     started: Instant,
     _workdir: tempfile::TempDir,
 }
@@ -109,7 +113,7 @@ impl ManagedServer {
     }
 
     async fn start_once(spec: &ServerSpec) -> Result<Self, StartError> {
-        let port = free_port().map_err(StartError::Port)?;
+        let port = free_ports(spec.ports).map_err(StartError::Port)?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let command =
             expand_command(&spec.command, addr, &spec.vars).map_err(StartError::Command)?;
@@ -122,6 +126,7 @@ impl ManagedServer {
             process,
             addr,
             command,
+            ports: spec.ports,
             started: Instant::now(),
             _workdir: workdir,
         };
@@ -172,7 +177,7 @@ impl ManagedServer {
     pub async fn stop(self) {
         let port = self.addr.port();
         self.process.stop().await;
-        release_port(port);
+        release_ports(port, self.ports);
     }
 }
 
@@ -192,52 +197,63 @@ pub fn log_lines(output: &Output, since: Option<Instant>, n: usize) -> Vec<Strin
 
 /// Ports handed to servers this process started and not yet stopped.
 static PORTS: std::sync::Mutex<Ports> = std::sync::Mutex::new(Ports {
-    next: 0,
+    next: None,
     taken: Vec::new(),
 });
 
 struct Ports {
-    next: u16,
+    /// Where the search for the next block starts, as an offset into the range.
+    next: Option<u32>,
     taken: Vec<u16>,
 }
 
-/// A port for a server to listen on: free now, not handed to another server of this process
-/// still running, and below the kernel's ephemeral range, so that no outgoing connection
-/// (the harness makes many) takes it between the check and the server's bind.
-fn free_port() -> std::io::Result<u16> {
+/// `count` consecutive ports for a server to listen on (a protocol may use the port after
+/// its main one): free now, not handed to another server of this process still running,
+/// and below the kernel's ephemeral range, so that no outgoing connection (the harness makes
+/// many) takes one between the check and the server's bind.
+fn free_ports(count: u16) -> std::io::Result<u16> {
+    let count = count.max(1);
     let (low, high) = port_range();
     let mut ports = PORTS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let span = u32::from(high - low) + 1;
-    if ports.taken.is_empty() && ports.next == 0 {
-        // Harness processes running side by side (shards on one machine) start at
-        // different places, so they seldom reach for the same port at the same moment.
-        ports.next =
-            u16::try_from(std::process::id().wrapping_mul(2_654_435_761) % span).unwrap_or(0);
-    }
+    let span = u32::from(high - low) + 1 - u32::from(count - 1);
+    // Harness processes running side by side (shards on one machine) start at different
+    // places, so they seldom reach for the same port at the same moment.
+    let mut next = ports
+        .next
+        .unwrap_or_else(|| std::process::id().wrapping_mul(2_654_435_761) % span);
     for _ in 0..span {
-        let candidate = low + u16::try_from(u32::from(ports.next) % span).unwrap_or(0);
-        ports.next = ports.next.wrapping_add(1);
-        if ports.taken.contains(&candidate) {
+        let first = low + u16::try_from(next % span).unwrap_or(0);
+        next = (next + 1) % span;
+        let block: Vec<u16> = (first..first + count).collect();
+        if block.iter().any(|p| ports.taken.contains(p)) {
             continue;
         }
-        if std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
-            ports.taken.push(candidate);
-            return Ok(candidate);
+        if block
+            .iter()
+            .all(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        {
+            ports.taken.extend(&block);
+            ports.next = Some(next + count as u32 - 1);
+            return Ok(first);
         }
     }
-    // Everything below the ephemeral range is busy: let the OS pick.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    ports.next = Some(next);
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("no {count} free consecutive ports between {low} and {high}"),
+    ))
 }
 
-/// Gives a port back once its server is stopped.
-fn release_port(port: u16) {
+/// Gives a server's ports back once it is stopped.
+fn release_ports(first: u16, count: u16) {
     let mut ports = PORTS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    ports.taken.retain(|&p| p != port);
+    ports
+        .taken
+        .retain(|&p| p < first || p >= first.saturating_add(count.max(1)));
 }
 
 /// The ports servers get: from 20000 up to the start of the ephemeral range (Linux's
@@ -310,6 +326,7 @@ mod tests {
             command: command.to_owned(),
             vars: BTreeMap::new(),
             startup_timeout: startup,
+            ports: 1,
         }
     }
 

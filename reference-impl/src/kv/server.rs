@@ -521,12 +521,17 @@ impl Connection {
                     Ok(Next::Close) => return End::Disconnected,
                     Err(violation) => return End::Violation(violation),
                 };
+                // Frozen before the login's reply goes out: once the client has read
+                // `CONNECT: OK`, no other connection gets anything more.
+                let freeze = logged_in && settings.sabotage.freeze_after_login;
+                if freeze {
+                    settings.freeze();
+                }
                 if let Err(e) = self.flush().await {
                     debug!("write failed: {e}");
                     return End::Closed;
                 }
-                if logged_in && settings.sabotage.freeze_after_login {
-                    settings.freeze();
+                if freeze {
                     return End::Frozen;
                 }
             }

@@ -214,8 +214,14 @@ impl Ctx {
         Self {
             file: Arc::new(SourceFile {
                 path: path.to_owned(),
-                // Without a byte order mark, columns on the first line count from its text.
-                text: text.strip_prefix('\u{feff}').unwrap_or(text).to_owned(),
+                // Without a byte order mark, columns on the first line count from its text;
+                // and with YAML's line breaks (`\r\n`, a lone `\r`, `\n`) as `\n`, lines
+                // count as the YAML parser counts them.
+                text: text
+                    .strip_prefix('\u{feff}')
+                    .unwrap_or(text)
+                    .replace("\r\n", "\n")
+                    .replace('\r', "\n"),
             }),
             diags: Vec::new(),
             role: Role::Client,

@@ -25,8 +25,9 @@
 //! - every diagnostic (of the loaders, of `check_vars`, of a template that does not expand)
 //!   renders, with and without its source line, and its one-line form is one line; it is
 //!   about the text given (the path and the text without a byte order mark) and points into
-//!   it: line at most the number of lines plus one, column at most one past the end of that
-//!   line;
+//!   it: line at most the number of lines plus one (lines end at line feeds, as
+//!   `SourceFile::line` cuts them), column at most one past the end of that line (in bytes:
+//!   saphyr counts bytes in some scan errors);
 //! - a scenario that loads is well-formed: the suite's role, an id, no tag twice, every span
 //!   (scenario, steps, templates, expressions, packets, background rules) inside the text,
 //!   split offsets positive, strictly increasing and inside a message whose length is known
@@ -35,12 +36,16 @@
 //!   every name a template reads known, no variable is reported unknown;
 //! - a template without `{{...}}` expands to its text (as bytes and as a pattern); its
 //!   written form (`Display`) parses back to a template that expands to the same bytes, or
-//!   fails the same way; an expansion is at most [`MAX_EXPANSION`] bytes.
+//!   fails the same way; an expansion is at most [`MAX_EXPANSION`] bytes; what fails to
+//!   expand as bytes fails as a pattern too (values are escaped, never shortened).
 //!
-//! PBKDF2 costs 100,000 rounds: a template is expanded only when each of its `pbkdf2` calls
-//! hashes variables of the fixed Env (a handful of values the hash cache keeps). Of the
-//! templates that may expand to megabytes (`repeat` with a count that is not a small
-//! constant) only the first of an input is expanded, to keep the fuzzer fast.
+//! Expansion is bounded to keep the fuzzer fast. PBKDF2 costs 100,000 rounds: a template is
+//! expanded only when each of its `pbkdf2` calls hashes variables of the fixed Env (a handful
+//! of values the hash cache keeps). A template whose calls may produce more than 1 MiB on the
+//! way (by an upper bound worked out from the expressions) is expanded only once per input,
+//! and never when the bound passes four times [`MAX_EXPANSION`]: `hex` nested many times
+//! doubles at every level, and the limit is checked on the template's value, not on each
+//! call.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -71,9 +76,6 @@ const FIXED_VARS: &[(&str, &str)] = &[
 /// The value of a `bisect:` variable while its templates are expanded.
 const BISECT_GUESS: &str = "50";
 
-/// Largest `repeat` count expanded without limit per input.
-const SMALL_REPEAT: i64 = 4096;
-
 /// Longest expanded pattern compiled (the regex crate bounds its own work; this bounds ours).
 const MAX_PATTERN: usize = 4096;
 
@@ -91,7 +93,10 @@ pub fn scenario(data: &[u8]) {
     source.check_load(profile_path, &profile, &parse_profile(profile_path, &text));
 
     let path = Path::new("fuzz/input.yaml");
-    let mut budget = Budget { large: 1 };
+    let mut budget = Budget {
+        large: 1,
+        input_len: data.len() as u64,
+    };
     for role in [Role::Client, Role::Server] {
         let config = SuiteConfig {
             role,
@@ -109,22 +114,24 @@ pub fn scenario(data: &[u8]) {
 }
 
 /// The text as the loaders keep it, cut into lines as diagnostics count them.
-struct Source<'a> {
-    text: &'a str,
-    lines: Vec<&'a str>,
+struct Source {
+    text: String,
+    lines: Vec<String>,
 }
 
-impl<'a> Source<'a> {
-    fn new(text: &'a str) -> Self {
-        // The loaders drop a byte order mark; `SourceFile::line` cuts at line feeds.
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let lines = text.lines().map(|l| l.trim_end_matches('\r')).collect();
+impl Source {
+    fn new(text: &str) -> Self {
+        // The loaders drop a byte order mark and make every YAML line break a line feed;
+        // `SourceFile::line` cuts at line feeds.
+        let text = crate::scenario::source_text(text);
+        let lines = text.lines().map(str::to_owned).collect();
         Self { text, lines }
     }
 
     /// Whether `span` points into the text: a line up to one past the last (an error at the
     /// end of the file), a column up to one past the end of its line. Line 0 is "somewhere
-    /// in the file".
+    /// in the file". Columns count characters, but saphyr reports some scan errors (in a
+    /// `%` directive) at a column that counts bytes, so the bound is the line's bytes.
     fn contains(&self, span: Span) -> bool {
         if span.line == 0 {
             return true;
@@ -135,8 +142,8 @@ impl<'a> Source<'a> {
         if index > self.lines.len() {
             return false;
         }
-        let chars = self.lines.get(index).map_or(0, |l| l.chars().count());
-        usize::try_from(span.col).is_ok_and(|col| col <= chars + 1)
+        let len = self.lines.get(index).map_or(0, |l| l.len());
+        usize::try_from(span.col).is_ok_and(|col| col <= len + 1)
     }
 
     fn assert_contains(&self, span: Span, what: &dyn std::fmt::Debug) {
@@ -522,71 +529,92 @@ fn templates(s: &Scenario) -> Vec<(&Template, Usage)> {
 
 /// The expensive expansions left for this input.
 struct Budget {
+    /// Templates that may cost megabytes still to expand.
     large: usize,
+    /// The input's length: a bound on the value of any variable it defines.
+    input_len: u64,
 }
+
+/// Work (bytes produced by calls) up to which a template is expanded without counting.
+const SMALL_WORK: u64 = 1 << 20;
+/// Work over which a template is never expanded: `hex` nested many times gets there (each
+/// doubles, and the limit is checked on the template's value, not on each call).
+const MAX_WORK: u64 = 4 * MAX_EXPANSION as u64;
 
 impl Budget {
-    /// Whether to expand `t`: never when it hashes anything but fixed variables, and only
-    /// while the budget lasts when it may expand to megabytes.
+    /// Whether to expand `t`: never when it hashes anything but fixed variables or would
+    /// produce more than [`MAX_WORK`] bytes on the way, and only while the budget lasts when
+    /// it may produce megabytes.
     fn affords(&mut self, t: &Template) -> bool {
-        let mut cost = Cost::Small;
+        let mut work = 0u64;
         for part in &t.parts {
             if let Part::Expr { expr, .. } = part {
-                cost = cost.max(expr_cost(expr));
+                match self.work(expr) {
+                    Some((_, w)) => work = work.saturating_add(w),
+                    None => return false,
+                }
             }
         }
-        match cost {
-            Cost::Small => true,
-            Cost::Large if self.large > 0 => {
-                self.large -= 1;
-                true
-            }
-            Cost::Large | Cost::Unaffordable => false,
+        if work <= SMALL_WORK {
+            true
+        } else if work <= MAX_WORK && self.large > 0 {
+            self.large -= 1;
+            true
+        } else {
+            false
         }
     }
-}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Cost {
-    Small,
-    Large,
-    Unaffordable,
-}
-
-fn expr_cost(expr: &Expr) -> Cost {
-    let Expr::Call { name, args } = expr else {
-        return Cost::Small;
-    };
-    let own = match name.as_str() {
-        "pbkdf2" => {
-            let fixed = args
-                .iter()
-                .all(|a| matches!(a, Expr::Var(v) if is_fixed(v)));
-            if fixed {
-                Cost::Small
-            } else {
-                Cost::Unaffordable
+    /// An upper bound on the length of the value of `expr` and on the bytes its calls
+    /// produce; `None` for a PBKDF2 of anything but fixed variables.
+    fn work(&self, expr: &Expr) -> Option<(u64, u64)> {
+        let (name, args) = match expr {
+            Expr::Var(v) => {
+                let len = FIXED_VARS
+                    .iter()
+                    .find(|(fixed, _)| fixed == v)
+                    .map_or(self.input_len, |(_, value)| value.len() as u64);
+                return Some((len, 0));
             }
+            Expr::Str(s) => return Some((s.len() as u64, 0)),
+            Expr::Int(_) => return Some((20, 0)),
+            Expr::Call { name, args } => (name.as_str(), args),
+        };
+        if name == "pbkdf2"
+            && !args
+                .iter()
+                .all(|a| matches!(a, Expr::Var(v) if is_fixed(v)))
+        {
+            return None;
         }
-        "repeat" => {
-            // A small count of a string or a fixed variable (a scenario's own may be long, and
-            // so may what a call returns).
-            let small_count = match args.get(1) {
-                Some(Expr::Int(n)) => *n <= SMALL_REPEAT,
-                Some(Expr::Str(s)) => s.trim().parse::<i64>().is_ok_and(|n| n <= SMALL_REPEAT),
-                _ => false,
-            };
-            let small = small_count
-                && match args.first() {
-                    Some(Expr::Str(_)) => true,
-                    Some(Expr::Var(v)) => is_fixed(v),
-                    _ => false,
+        let mut lens = Vec::with_capacity(args.len());
+        let mut work = 0u64;
+        for a in args {
+            let (len, w) = self.work(a)?;
+            lens.push(len);
+            work = work.saturating_add(w);
+        }
+        let first = lens.first().copied().unwrap_or(0);
+        let len = match name {
+            "hex" => first.saturating_mul(2),
+            "unhex" => first.div_ceil(2),
+            "lower" | "upper" | "xor" => first,
+            "repeat" => {
+                let count = match args.get(1) {
+                    Some(Expr::Int(n)) => u64::try_from(*n).unwrap_or(0),
+                    Some(Expr::Str(s)) => s.trim().parse().unwrap_or(0),
+                    _ => u64::MAX,
                 };
-            if small { Cost::Small } else { Cost::Large }
-        }
-        _ => Cost::Small,
-    };
-    args.iter().map(expr_cost).fold(own, Cost::max)
+                // `repeat` refuses a result over the limit before making it.
+                first.saturating_mul(count).min(MAX_EXPANSION as u64)
+            }
+            "pbkdf2" => 32,
+            "sha256" => 64,
+            "uuid" | "uuid3" => 36,
+            _ => 20,
+        };
+        Some((len, work.saturating_add(len)))
+    }
 }
 
 fn is_fixed(name: &str) -> bool {

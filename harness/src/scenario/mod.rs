@@ -20,6 +20,7 @@ mod yaml;
 pub use diagnostic::{Diagnostic, Related, Severity};
 pub use parse::{
     Diagnostics, FileKind, parse_profile, parse_scenario, parse_suite_config, profile_name,
+    source_text,
 };
 pub use template::{Env, TemplateError, check_vars};
 

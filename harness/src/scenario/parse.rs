@@ -164,6 +164,16 @@ pub fn parse_profile(path: &Path, text: &str) -> Result<Profile, Diagnostics> {
     ctx.finish(profile)
 }
 
+/// A file's text as the loaders keep it: without a byte order mark (columns on the first
+/// line count from its text), and with YAML's line breaks (`\r\n`, a lone `\r`) as `\n`,
+/// so that lines count as the YAML parser counts them.
+pub fn source_text(text: &str) -> String {
+    text.strip_prefix('\u{feff}')
+        .unwrap_or(text)
+        .replace("\r\n", "\n")
+        .replace('\r', "\n")
+}
+
 /// The file being parsed and what is wrong with it so far.
 pub(crate) struct Ctx {
     pub file: Arc<SourceFile>,
@@ -214,14 +224,7 @@ impl Ctx {
         Self {
             file: Arc::new(SourceFile {
                 path: path.to_owned(),
-                // Without a byte order mark, columns on the first line count from its text;
-                // and with YAML's line breaks (`\r\n`, a lone `\r`, `\n`) as `\n`, lines
-                // count as the YAML parser counts them.
-                text: text
-                    .strip_prefix('\u{feff}')
-                    .unwrap_or(text)
-                    .replace("\r\n", "\n")
-                    .replace('\r', "\n"),
+                text: source_text(text),
             }),
             diags: Vec::new(),
             role: Role::Client,

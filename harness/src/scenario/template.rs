@@ -508,7 +508,14 @@ fn call(name: &str, args: &[Vec<u8>], env: &Env) -> Result<Vec<u8>, TemplateErro
             cached_hash(a, &salt).to_vec()
         }
         "crc32" => crc32(a).to_string().into_bytes(),
-        "hex" => hex::encode(a).into_bytes(),
+        "hex" => {
+            // Each call doubles its input: nested calls must not grow past the limit
+            // before the template's final value is checked.
+            if a.len().saturating_mul(2) > MAX_EXPANSION {
+                return Err(TemplateErrorKind::TooLarge);
+            }
+            hex::encode(a).into_bytes()
+        }
         "unhex" => decode_hex(a).map_err(bad)?,
         "len" => a.len().to_string().into_bytes(),
         "repeat" => {

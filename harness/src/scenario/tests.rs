@@ -876,3 +876,18 @@ fn selection_filters_and_shards() {
     .apply(suites());
     assert_eq!(only_b.len(), 1);
 }
+
+#[test]
+fn nested_calls_stop_at_the_expansion_limit() {
+    use super::template::{Env, TemplateErrorKind, eval, parse};
+    let text = format!(
+        "{{{{{}repeat('ab', 1000){}}}}}",
+        "hex(".repeat(20),
+        ")".repeat(20)
+    );
+    let t = parse(&text, Span::default()).unwrap();
+    let started = std::time::Instant::now();
+    let err = eval(&t, &Env::default()).expect_err("over the limit");
+    assert!(matches!(err.kind, TemplateErrorKind::TooLarge), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

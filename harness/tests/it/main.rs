@@ -7,6 +7,7 @@ mod broken;
 mod broken_binary;
 mod broken_chat;
 mod cli;
+mod corpus;
 mod grade;
 mod hostile;
 mod suites;

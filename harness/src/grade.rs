@@ -204,23 +204,7 @@ pub async fn grade(
 
 /// Writes the sheet, `grade.json` and every submission's reports under `out`.
 pub fn write_outputs(out: &Path, graded: &[Submission]) -> Result<(), GradeError> {
-    let write = |path: PathBuf, text: &[u8]| -> Result<(), GradeError> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| GradeError::Write {
-                path: parent.display().to_string(),
-                source,
-            })?;
-        }
-        std::fs::write(&path, text).map_err(|source| GradeError::Write {
-            path: path.display().to_string(),
-            source,
-        })
-    };
     let rows: Vec<SheetRow> = graded.iter().map(SheetRow::from).collect();
-    write(
-        out.join("sheet.csv"),
-        crate::report::sheet::sheet(&rows).as_bytes(),
-    )?;
     let file = GradeFile {
         version: GRADE_VERSION,
         submissions: rows
@@ -232,7 +216,7 @@ pub fn write_outputs(out: &Path, graded: &[Submission]) -> Result<(), GradeError
             })
             .collect(),
     };
-    write(out.join("grade.json"), &json_bytes(&file))?;
+    write_sheet(out, &file)?;
     for s in graded {
         let dir = out.join(safe_name(&s.name));
         write(
@@ -251,6 +235,29 @@ pub fn write_outputs(out: &Path, graded: &[Submission]) -> Result<(), GradeError
         write(dir.join("report.json"), &json_bytes(&report))?;
     }
     Ok(())
+}
+
+/// Writes `sheet.csv` and `grade.json` of `file` under `out` (what `harness merge` writes).
+pub fn write_sheet(out: &Path, file: &GradeFile) -> Result<(), GradeError> {
+    write(
+        out.join("sheet.csv"),
+        crate::report::sheet::sheet(&file.rows()).as_bytes(),
+    )?;
+    write(out.join("grade.json"), &json_bytes(file))
+}
+
+/// Writes a file, making its folder first.
+fn write(path: PathBuf, text: &[u8]) -> Result<(), GradeError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| GradeError::Write {
+            path: parent.display().to_string(),
+            source,
+        })?;
+    }
+    std::fs::write(&path, text).map_err(|source| GradeError::Write {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Combines the `grade.json` files of several shards into one (submissions sorted by name).

@@ -851,17 +851,8 @@ fn merge_command(files: &[PathBuf], output: &std::path::Path) -> ExitCode {
         }
     }
     let merged = harness::grade::merge(&parsed);
-    let write = |name: &str, bytes: Vec<u8>| {
-        std::fs::create_dir_all(output)
-            .and_then(|()| std::fs::write(output.join(name), bytes))
-            .map_err(|e| format!("cannot write {}: {e}", output.join(name).display()))
-    };
-    let sheet = harness::report::sheet::sheet(&merged.rows());
-    let mut json = serde_json::to_vec_pretty(&merged).unwrap_or_default();
-    json.push(b'\n');
-    if let Err(e) = write("sheet.csv", sheet.into_bytes()).and_then(|()| write("grade.json", json))
-    {
-        return setup_error(&e);
+    if let Err(e) = harness::grade::write_sheet(output, &merged) {
+        return setup_error(&e.to_string());
     }
     println!(
         "{} submissions merged: {}",

@@ -65,6 +65,16 @@ impl TargetExec {
     }
 }
 
+impl From<&server::StartError> for Gone {
+    fn from(e: &server::StartError) -> Self {
+        Gone {
+            outcome: Outcome::DidNotStart,
+            message: e.to_string(),
+            log: e.log().to_vec(),
+        }
+    }
+}
+
 /// The per-suite target and how often it was replaced.
 struct Instance {
     server: Option<ManagedServer>,
@@ -169,19 +179,7 @@ pub(super) async fn run_suite(
             (index, run.await)
         });
     }
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok((index, result)) => {
-                reporter.report(&Event::ScenarioFinished(&result))?;
-                slots[index] = Some(result);
-            }
-            Err(e) => {
-                return Err(SetupError::Internal(format!(
-                    "a scenario task stopped: {e}"
-                )));
-            }
-        }
-    }
+    super::collect(&mut set, &mut slots, reporter).await?;
     for (index, scenario) in serial {
         let result = run_one(scenario).await;
         reporter.report(&Event::ScenarioFinished(&result))?;
@@ -198,14 +196,7 @@ pub(super) async fn run_suite(
 async fn start_instance(spec: &ServerSpec, generation: u64, restarts: u32) -> Instance {
     let (server, gone) = match ManagedServer::start(spec).await {
         Ok(server) => (Some(server), None),
-        Err(e) => (
-            None,
-            Some(Gone {
-                outcome: Outcome::DidNotStart,
-                message: e.to_string(),
-                log: e.log().to_vec(),
-            }),
-        ),
+        Err(e) => (None, Some(Gone::from(&e))),
     };
     Instance {
         server,
@@ -247,10 +238,7 @@ async fn on_shared(
                     log: Vec::new(),
                 });
                 drop(i);
-                let help = (!gone.log.is_empty())
-                    .then(|| format!("the target printed:\n{}", indent(&gone.log)));
-                return not_run_as(scenario, settings, uniq, gone.outcome, gone.message, help)
-                    .await;
+                return not_started(scenario, settings, uniq, gone).await;
             }
         }
     };
@@ -321,7 +309,9 @@ async fn on_own(
     }
     let server = match ManagedServer::start(spec).await {
         Ok(server) => server,
-        Err(e) => return did_not_start(scenario, settings, uniq, e.to_string(), e.log()).await,
+        Err(e) => {
+            return not_started(scenario, settings, uniq, Gone::from(&e)).await;
+        }
     };
     let ran = Ran {
         addr: server.addr,
@@ -348,23 +338,17 @@ async fn run_on(
     run_scenario(scenario, &settings, uniq).await
 }
 
-async fn did_not_start(
+/// The result of a scenario that found no target to run against, with what the target
+/// printed before it went.
+async fn not_started(
     scenario: &Scenario,
     settings: &ExecSettings,
     uniq: String,
-    message: String,
-    log: &[String],
+    gone: Gone,
 ) -> ScenarioResult {
-    let help = (!log.is_empty()).then(|| format!("the target printed:\n{}", indent(log)));
-    not_run_as(
-        scenario,
-        settings,
-        uniq,
-        Outcome::DidNotStart,
-        message,
-        help,
-    )
-    .await
+    let help =
+        (!gone.log.is_empty()).then(|| format!("the target printed:\n{}", indent(&gone.log)));
+    not_run_as(scenario, settings, uniq, gone.outcome, gone.message, help).await
 }
 
 /// Looks at a scenario that did not pass again, knowing the target: crashed, hung, or just

@@ -203,6 +203,21 @@ where
     }
 }
 
+/// Reports each scenario of `set` as it finishes and puts its result in its slot.
+async fn collect(
+    set: &mut JoinSet<(usize, ScenarioResult)>,
+    slots: &mut [Option<ScenarioResult>],
+    reporter: &mut dyn Reporter,
+) -> Result<(), SetupError> {
+    while let Some(joined) = set.join_next().await {
+        let (index, result) =
+            joined.map_err(|e| SetupError::Internal(format!("a scenario task stopped: {e}")))?;
+        reporter.report(&Event::ScenarioFinished(&result))?;
+        slots[index] = Some(result);
+    }
+    Ok(())
+}
+
 /// A fresh `{{uniq}}` value: unique within the process and unlikely to repeat across runs.
 pub fn next_uniq() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -527,19 +542,7 @@ async fn serve_suite(
             (index, result)
         });
     }
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok((index, result)) => {
-                reporter.report(&Event::ScenarioFinished(&result))?;
-                slots[index] = Some(result);
-            }
-            Err(e) => {
-                return Err(SetupError::Internal(format!(
-                    "a scenario task stopped: {e}"
-                )));
-            }
-        }
-    }
+    collect(&mut set, &mut slots, reporter).await?;
     Ok(slots.into_iter().flatten().collect())
 }
 
@@ -758,19 +761,7 @@ async fn run_suite(
             (index, result)
         });
     }
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok((index, result)) => {
-                reporter.report(&Event::ScenarioFinished(&result))?;
-                slots[index] = Some(result);
-            }
-            Err(e) => {
-                return Err(SetupError::Internal(format!(
-                    "a scenario task stopped: {e}"
-                )));
-            }
-        }
-    }
+    collect(&mut set, &mut slots, reporter).await?;
     for (index, scenario) in serial {
         let result = repeated(repeat, || run_scenario(scenario, &settings, next_uniq())).await;
         reporter.report(&Event::ScenarioFinished(&result))?;

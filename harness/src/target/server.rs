@@ -218,11 +218,15 @@ fn free_ports(count: u16) -> std::io::Result<u16> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let span = u32::from(high - low) + 1 - u32::from(count - 1);
-    // Harness processes running side by side (shards on one machine) start at different
-    // places, so they seldom reach for the same port at the same moment.
-    let mut next = ports
-        .next
-        .unwrap_or_else(|| std::process::id().wrapping_mul(2_654_435_761) % span);
+    // Each search starts at a fresh pseudo-random place (the clock and the process), so that
+    // harness processes running side by side (shards, tests) seldom check the same port in
+    // the moment between one's check and its server's bind.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut next = (nanos ^ std::process::id().wrapping_mul(2_654_435_761))
+        .wrapping_add(ports.next.unwrap_or(0).wrapping_mul(40_503))
+        % span;
     for _ in 0..span {
         let first = low + u16::try_from(next % span).unwrap_or(0);
         next = (next + 1) % span;

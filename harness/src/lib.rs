@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 #[doc(hidden)]
+pub mod fuzz;
 pub mod fuzzing;
 pub mod grade;
 pub mod load;

@@ -51,6 +51,20 @@ enum Command {
     /// how it answers, what it prints and how it exits.
     #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
+    /// Fuzz a live server: generated sessions, one message mutated at a time, checked
+    /// against the spec and the reference server; findings shrunk and written as scenarios.
+    ///
+    /// Each case is a session built from the protocol's messages (logins, requests, closes,
+    /// malformed lines), about half of them with one message changed at the byte level. The
+    /// case runs on the built-in reference server, then, as a scenario expecting what the
+    /// reference answered, on the target; a fresh client's happy flow follows. A case fails
+    /// when the target dies (`crash`), stops accepting connections (`down`), answers a
+    /// message the spec answers the same way in every state otherwise (`spec`), answers
+    /// otherwise than the reference (`differs`), or fails the happy flow after it (`alive`).
+    /// Failures are shrunk (fewer actions, then fewer bytes), replayed to confirm, and
+    /// written to --out as scenario files that `harness run` replays.
+    #[command(after_help = FUZZ_EXAMPLES)]
+    Fuzz(FuzzArgs),
     /// Validate scenario files: every error as file:line:col with the source line.
     Check {
         /// Scenario files, suite folders, or folders of suites.
@@ -82,6 +96,87 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         output: PathBuf,
     },
+}
+
+const FUZZ_EXAMPLES: &str = "\
+Examples:
+  harness fuzz --protocol chat --target 127.0.0.1:1337 --duration 2m
+                                                 your chat server, for two minutes
+  harness fuzz --protocol kv --exec './server --port {port}' --cases 500 --seed 7
+                                                 the harness starts (and restarts) your server
+  harness fuzz --protocol kv                     the built-in reference server (a self-check)
+  harness run fuzz-findings --target 127.0.0.1:1337
+                                                 replay what was found
+
+Exit codes: 0 nothing found, 1 findings written, 2 usage or setup error.";
+
+/// `harness fuzz`.
+#[derive(Debug, Args)]
+struct FuzzArgs {
+    /// The protocol the target speaks (kv, chat).
+    #[arg(long, value_name = "NAME")]
+    protocol: String,
+
+    /// The server to fuzz, HOST:PORT. Without --target and --exec, the protocol's built-in
+    /// reference server (a self-check of the fuzzer).
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "exec")]
+    target: Option<String>,
+
+    /// The server's command line, with {port} (and {host}, {addr}): the harness starts it on
+    /// a free loopback port and starts it again whenever it dies, so that crashes can be
+    /// shrunk.
+    #[arg(long, value_name = "COMMAND")]
+    exec: Option<String>,
+
+    /// How long a server started with --exec may take to accept connections.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    startup_timeout: Duration,
+
+    /// Seed of the cases: the same seed gives the same cases [default: from the clock,
+    /// printed at the start].
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+
+    /// Stop after N cases.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    cases: Option<u64>,
+
+    /// Stop after this long [default: 1m unless --cases is given].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    duration: Option<Duration>,
+
+    /// Folder the findings are written to, as a suite `harness run` replays.
+    #[arg(long, value_name = "DIR", default_value = "fuzz-findings")]
+    out: PathBuf,
+
+    /// Stop after this many distinct findings.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    max_findings: u64,
+
+    /// Most trials shrinking one finding may take.
+    #[arg(long, value_name = "N", default_value_t = 300)]
+    shrink_trials: usize,
+
+    /// Setting of the reference server the cases are checked against (K=V, as a profile's
+    /// `reference:` map; e.g. dialect=course); repeatable.
+    #[arg(long = "reference", value_name = "K=V", value_parser = parse_var)]
+    reference: Vec<(String, String)>,
+
+    /// Trust this CA certificate (PEM) for a TLS target.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+
+    /// Accept any certificate from a TLS target.
+    #[arg(long)]
+    insecure: bool,
+
+    /// TLS server name to verify [default: the target's host].
+    #[arg(long, value_name = "NAME")]
+    server_name: Option<String>,
+
+    /// Multiply every deadline by F (slow machines, slow targets).
+    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_scale)]
+    time_scale: f64,
 }
 
 /// Which scenarios to take.
@@ -446,6 +541,7 @@ fn main() -> ExitCode {
         Command::Merge { files, output } => merge_command(&files, &output),
         Command::Run(args) => block_on(run_command(args)),
         Command::Serve(args) => block_on(serve_command(args)),
+        Command::Fuzz(args) => block_on(fuzz_command(args)),
     }
 }
 
@@ -571,6 +667,69 @@ async fn run_command(args: RunArgs) -> ExitCode {
         ..RunOptions::default()
     };
     execute(&args.common, opts).await
+}
+
+async fn fuzz_command(args: FuzzArgs) -> ExitCode {
+    use harness::fuzz::{self, FuzzOptions, TargetChoice, summary};
+    let target = match (&args.target, &args.exec) {
+        (Some(addr), _) => TargetChoice::Address {
+            addr: addr.clone(),
+            ca: args.ca.clone(),
+            insecure: args.insecure,
+            server_name: args.server_name.clone(),
+        },
+        (None, Some(command)) => TargetChoice::Exec {
+            command: command.clone(),
+            startup_timeout: args.startup_timeout,
+        },
+        (None, None) => TargetChoice::Reference,
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() % 1_000_000)
+    });
+    let opts = FuzzOptions {
+        protocol: args.protocol.clone(),
+        target,
+        seed,
+        cases: args.cases,
+        duration: args.duration,
+        out: args.out.clone(),
+        max_findings: usize::try_from(args.max_findings).unwrap_or(usize::MAX),
+        shrink_trials: args.shrink_trials,
+        reference_settings: args.reference.into_iter().collect(),
+        time_scale: args.time_scale,
+    };
+    let mut print = |event: fuzz::FuzzEvent<'_>| {
+        if let Some(line) = summary::event_line(&event) {
+            println!("{line}");
+        }
+    };
+    match fuzz::fuzz(&opts, &mut print).await {
+        Ok(report) => {
+            let replay = match (&args.target, &args.exec) {
+                (Some(addr), _) => format!(
+                    "--target {addr}{}",
+                    if args.insecure { " --insecure" } else { "" }
+                ),
+                (None, Some(command)) => format!("--exec {}", shell_word(command)),
+                (None, None) => String::new(),
+            };
+            print!("{}", summary::summary(&report, &args.out, replay.trim()));
+            if report.findings.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => setup_error(&e.to_string()),
+    }
+}
+
+/// `s` as one shell word.
+fn shell_word(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 async fn serve_command(args: ServeArgs) -> ExitCode {

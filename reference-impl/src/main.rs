@@ -160,6 +160,21 @@ struct KvServerArgs {
     /// more, but stay alive (for testing tools that run servers). Ctrl-C still stops it.
     #[arg(long, hide = true)]
     freeze_after_login: bool,
+
+    /// Die as soon as a line over 1,000 bytes arrives: print a panic-like line to stderr and
+    /// exit with code 101 (for testing the fuzzer).
+    #[arg(long, hide = true)]
+    die_on_long_line: bool,
+
+    /// Send a CRC one too high in the GET reply of a value that contains a space (for
+    /// testing the fuzzer).
+    #[arg(long, hide = true)]
+    wrong_crc_with_spaces: bool,
+
+    /// On dropping a connection for junk, keep its session logged in for good, so the id
+    /// can never CONNECT again (for testing the fuzzer).
+    #[arg(long, hide = true)]
+    leak_session_after_junk: bool,
 }
 
 /// Talk to a key-value server: log in, run commands, disconnect.
@@ -356,6 +371,9 @@ async fn kv_server(args: KvServerArgs) -> Result<u8, Fatal> {
         sabotage: Sabotage {
             exit_on_put: args.crash_on_put,
             freeze_after_login: args.freeze_after_login,
+            exit_on_long_line: args.die_on_long_line,
+            wrong_crc_with_spaces: args.wrong_crc_with_spaces,
+            leak_session_after_junk: args.leak_session_after_junk,
         },
         ..ServerConfig::default()
     };

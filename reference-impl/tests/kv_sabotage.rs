@@ -1,6 +1,6 @@
-//! Process-level sabotage of the key-value server: a freeze after the first login (run
-//! in-process) and an exit on the first `PUT` (run as the `reference` binary, since it ends
-//! the process).
+//! Sabotage of the key-value server: a freeze after the first login, a wrong CRC for values
+//! with a space and a session leaked after junk (run in-process), and an exit on the first
+//! `PUT` or on a long line (run as the `reference` binary, since they end the process).
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -8,9 +8,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reference_impl::kv::auth::HASH_LEN;
+use reference_impl::kv::auth::{HASH_LEN, crc32};
 use reference_impl::kv::client::{Client, ClientError};
-use reference_impl::kv::codec::Dialect;
+use reference_impl::kv::codec::{ClientMessage, Dialect, Reply};
 use reference_impl::kv::server::{self, Sabotage, ServerConfig};
 use reference_impl::tls::{self, ClientTrust};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -108,6 +108,121 @@ async fn without_sabotage_a_second_client_is_served() {
     running.shutdown().await;
 }
 
+/// Starts an in-process server with `sabotage`; returns it and a client configuration that
+/// trusts it.
+async fn sabotaged(sabotage: Sabotage) -> (server::RunningServer, Arc<rustls::ClientConfig>) {
+    let cert = tls::self_signed(&[]).unwrap();
+    let server_tls = tls::server_config(vec![cert.cert_der.clone()], cert.key_der).unwrap();
+    let running = server::spawn(
+        ServerConfig {
+            sabotage,
+            ..ServerConfig::default()
+        },
+        server_tls,
+    )
+    .await
+    .unwrap();
+    let client_tls = tls::client_config(ClientTrust::Roots(vec![cert.cert_der])).unwrap();
+    (running, client_tls)
+}
+
+/// `GET key`, answered with a value: the value and the CRC as sent.
+async fn get_with_crc(client: &mut Client, key: &str) -> (String, u32) {
+    let message = ClientMessage::Get { key: key.into() };
+    match client.request(&message).await.unwrap() {
+        Reply::GetOk { value, crc } => (value, crc),
+        other => panic!("GET {key} was answered {other}"),
+    }
+}
+
+#[tokio::test]
+async fn wrong_crc_with_spaces_in_process() {
+    let (running, client_tls) = sabotaged(Sabotage {
+        wrong_crc_with_spaces: true,
+        ..Sabotage::NONE
+    })
+    .await;
+    let mut client = connect(running.addr(), client_tls).await;
+    client.login("alice", &ALICE).await.unwrap();
+    for value in ["two words", " ", "trailing ", "a  b c"] {
+        client.put("k", value).await.unwrap();
+        let (sent, crc) = get_with_crc(&mut client, "k").await;
+        assert_eq!(sent, value);
+        assert_eq!(crc, crc32(value.as_bytes()).wrapping_add(1), "{value:?}");
+    }
+    for value in ["oneword", "", "tab\there", "under_score"] {
+        client.put("k", value).await.unwrap();
+        let (sent, crc) = get_with_crc(&mut client, "k").await;
+        assert_eq!(sent, value);
+        assert_eq!(crc, crc32(value.as_bytes()), "{value:?}");
+    }
+    // The client library checks the CRC.
+    client.put("k", "two words").await.unwrap();
+    match client.get("k").await {
+        Err(ClientError::CrcMismatch { .. }) => {}
+        other => panic!("expected a CRC mismatch, got {other:?}"),
+    }
+    running.shutdown().await;
+}
+
+/// Sends a message the server cannot decode (a non-ASCII key); the server drops the
+/// connection without a reply.
+async fn send_junk(client: &mut Client) {
+    let junk = ClientMessage::Get {
+        key: "caf\u{e9}".into(),
+    };
+    let reply = client.request(&junk).await;
+    assert!(reply.is_err(), "junk was answered: {reply:?}");
+}
+
+#[tokio::test]
+async fn leak_session_after_junk_in_process() {
+    let (running, client_tls) = sabotaged(Sabotage {
+        leak_session_after_junk: true,
+        ..Sabotage::NONE
+    })
+    .await;
+    let mut alice = connect(running.addr(), client_tls.clone()).await;
+    alice.login("alice", &ALICE).await.unwrap();
+    alice.put("colour", "blue").await.unwrap();
+    // The session is settled before the connection closes: once the client sees the close,
+    // it is leaked.
+    send_junk(&mut alice).await;
+    assert!(running.store().is_active("alice"));
+    for _ in 0..2 {
+        let mut again = connect(running.addr(), client_tls.clone()).await;
+        match again.login("alice", &ALICE).await {
+            Err(ClientError::LoginRefused { .. }) => {}
+            other => panic!("a leaked session let its id log in again: {other:?}"),
+        }
+        tokio::time::sleep(SILENCE).await;
+    }
+    assert!(running.store().is_active("alice"));
+    // Other ids are not affected.
+    let mut bob = connect(running.addr(), client_tls).await;
+    bob.login("bob", &BOB).await.unwrap();
+    bob.put("colour", "red").await.unwrap();
+    assert_eq!(bob.get("colour").await.unwrap().as_deref(), Some("red"));
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_sabotage_junk_frees_the_session_and_crcs_are_right() {
+    let (running, client_tls) = sabotaged(Sabotage::NONE).await;
+    let mut alice = connect(running.addr(), client_tls.clone()).await;
+    alice.login("alice", &ALICE).await.unwrap();
+    alice.put("k", "two words").await.unwrap();
+    let (value, crc) = get_with_crc(&mut alice, "k").await;
+    assert_eq!(crc, crc32(value.as_bytes()));
+    send_junk(&mut alice).await;
+    assert!(!running.store().is_active("alice"));
+    let mut again = connect(running.addr(), client_tls).await;
+    again.login("alice", &ALICE).await.unwrap();
+    // The junk took the data with it.
+    assert_eq!(again.get("k").await.unwrap(), None);
+    running.shutdown().await;
+}
+
 /// A `reference kv-server` process, killed when dropped (a failing test leaves none behind).
 struct ServerProcess {
     child: Child,
@@ -184,6 +299,52 @@ async fn crash_on_put_ends_the_process_with_101() {
 }
 
 #[tokio::test]
+async fn die_on_long_line_ends_the_process_with_101() {
+    let mut server = ServerProcess::start(&["--die-on-long-line"]).await;
+    let mut client = connect(server.addr, insecure_tls()).await;
+    client.login("alice", &ALICE).await.unwrap();
+    // 900 bytes: served as usual, as a value and as a key.
+    let short = "x".repeat(900);
+    client.put("short", &short).await.unwrap();
+    assert_eq!(client.get("short").await.unwrap(), Some(short.clone()));
+    client.put(&short, "v").await.unwrap();
+    assert_eq!(client.get(&short).await.unwrap().as_deref(), Some("v"));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server exited on a 900-byte line"
+    );
+    // 1,200 bytes: a valid PUT (under the 4,096-byte limit) kills it, unanswered.
+    let put = client.put("long", &"x".repeat(1200)).await;
+    assert!(put.is_err(), "PUT was answered: {put:?}");
+    let (code, stderr) = server.exit().await;
+    assert_eq!(code, Some(101), "stderr: {stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.starts_with("panic: die-on-long-line")),
+        "stderr: {stderr}"
+    );
+    assert!(stderr.contains("deliberate sabotage enabled"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sabotage_flags_reach_the_server() {
+    let server =
+        ServerProcess::start(&["--wrong-crc-with-spaces", "--leak-session-after-junk"]).await;
+    let mut client = connect(server.addr, insecure_tls()).await;
+    client.login("alice", &ALICE).await.unwrap();
+    client.put("k", "a b").await.unwrap();
+    let (value, crc) = get_with_crc(&mut client, "k").await;
+    assert_eq!(crc, crc32(value.as_bytes()).wrapping_add(1));
+    send_junk(&mut client).await;
+    let mut again = connect(server.addr, insecure_tls()).await;
+    assert!(matches!(
+        again.login("alice", &ALICE).await,
+        Err(ClientError::LoginRefused { .. })
+    ));
+}
+
+#[tokio::test]
 async fn freeze_after_login_process_stays_alive() {
     let mut server = ServerProcess::start(&["--freeze-after-login"]).await;
     check_frozen(server.addr, insecure_tls()).await;
@@ -203,6 +364,13 @@ fn sabotage_flags_are_hidden() {
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(help.contains("--listen"), "{help}");
-    assert!(!help.contains("crash-on-put"), "{help}");
-    assert!(!help.contains("freeze-after-login"), "{help}");
+    for flag in [
+        "crash-on-put",
+        "freeze-after-login",
+        "die-on-long-line",
+        "wrong-crc-with-spaces",
+        "leak-session-after-junk",
+    ] {
+        assert!(!help.contains(flag), "--{flag} is shown: {help}");
+    }
 }

@@ -663,17 +663,7 @@ async fn prepare(
             (None, Some(path), false) => ClientTrust::Roots(load_ca(path)?),
             (None, None, false) => ClientTrust::Roots(Vec::new()),
         };
-        let config = client_config(trust).map_err(|e| SetupError::Tls(e.to_string()))?;
-        let name = match &opts.server_name {
-            Some(n) => n.clone(),
-            None => host_of(&addr).to_owned(),
-        };
-        let server_name =
-            ServerName::try_from(name.clone()).map_err(|_| SetupError::ServerName { name })?;
-        Transport::Tls {
-            config,
-            server_name,
-        }
+        tls_transport(&addr, trust, opts.server_name.as_deref())?
     } else {
         Transport::Tcp
     };
@@ -693,7 +683,24 @@ async fn prepare(
     Ok((settings, reference))
 }
 
-fn load_ca(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, SetupError> {
+/// A TLS transport to `addr` trusting `trust`, verifying `server_name` (default: the host
+/// of `addr`).
+pub(crate) fn tls_transport(
+    addr: &str,
+    trust: ClientTrust,
+    server_name: Option<&str>,
+) -> Result<Transport, SetupError> {
+    let config = client_config(trust).map_err(|e| SetupError::Tls(e.to_string()))?;
+    let name = server_name.unwrap_or_else(|| host_of(addr)).to_owned();
+    let server_name =
+        ServerName::try_from(name.clone()).map_err(|_| SetupError::ServerName { name })?;
+    Ok(Transport::Tls {
+        config,
+        server_name,
+    })
+}
+
+pub(crate) fn load_ca(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, SetupError> {
     let certs = reference_impl::tls::load_certs(path).map_err(|e| SetupError::Ca {
         path: path.display().to_string(),
         reason: e.to_string(),

@@ -185,6 +185,9 @@ pub struct Scenario {
     pub gap: Duration,
     /// Scenario variables (override suite vars, are overridden by `--var`).
     pub vars: BTreeMap<String, String>,
+    /// `meta:` facts about the scenario that tools keep and the runner ignores (how it was
+    /// found: `harness fuzz` writes its seed and case there).
+    pub meta: BTreeMap<String, String>,
     /// `xfail: reason`: the scenario is expected to fail (a known bug of the reference).
     pub xfail: Option<String>,
     /// `skip: reason`.

@@ -30,6 +30,7 @@ use super::yaml::{self, Kind, Node};
 
 const SCENARIO_KEYS: &[&str] = &[
     "id",
+    "meta",
     "title",
     "spec",
     "tags",
@@ -309,6 +310,10 @@ impl Ctx {
         let quiet = f.get("quiet").and_then(|n| self.duration(n, "quiet"));
         let gap = f.get("gap").and_then(|n| self.duration(n, "gap"));
         let vars = f.get("vars").map(|n| self.vars(n)).unwrap_or_default();
+        let meta = f
+            .get("meta")
+            .map(|n| self.scalar_map(n, "meta", |name| !name.is_empty()))
+            .unwrap_or_default();
         let xfail = f.get("xfail").and_then(|n| self.string(n, "xfail"));
         let skip = f.get("skip").and_then(|n| self.string(n, "skip"));
         let lock = f.get("lock").and_then(|n| self.string(n, "lock"));
@@ -361,6 +366,7 @@ impl Ctx {
             quiet: quiet.unwrap_or(suite.quiet),
             gap: gap.unwrap_or(suite.gap),
             vars,
+            meta,
             xfail,
             skip,
             background: background?,

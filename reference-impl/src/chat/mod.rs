@@ -181,6 +181,8 @@ pub mod e2e;
 pub mod fault;
 pub mod game;
 mod hub;
+#[doc(hidden)]
+pub mod sabotage;
 pub mod server;
 pub mod server_cli;
 pub mod transfer;

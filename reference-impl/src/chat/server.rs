@@ -18,6 +18,9 @@
 //! shutdown                   stop accepting; each connection writes what is queued, closes
 //! (a logged-in client that goes, any way, is announced to the others with LEFT)
 //! ```
+//!
+//! Under [`Sabotage`] (hidden, off by default) a `LOGIN` with a non-ASCII username makes its
+//! connection's task panic; the hub forgets the connection however its task ends.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -37,10 +40,13 @@ use super::codec::{
     ClientMessage, Dialect, LineDecoder, LineError, MAX_LINE, MIN_MAX_LINE, ServerMessage, code,
 };
 use super::hub::{ConnId, Effect, Hub};
+use super::sabotage::NON_ASCII_NAME_PANIC;
 use super::transfer;
 
 #[doc(hidden)]
 pub use super::fault::{Fault, Faults};
+#[doc(hidden)]
+pub use super::sabotage::Sabotage;
 
 /// The version the default `WELCOME` names.
 pub const DEFAULT_VERSION: &str = "1.5";
@@ -112,6 +118,10 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     #[doc(hidden)]
     pub faults: Faults,
+    /// Deliberate misbehaviour no scenario looks for (a panic on a non-ASCII username); off
+    /// by default, safe in-process.
+    #[doc(hidden)]
+    pub sabotage: Sabotage,
 }
 
 impl Default for ServerConfig {
@@ -135,6 +145,7 @@ impl Default for ServerConfig {
             max_transfers: DEFAULT_MAX_TRANSFERS,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             faults: Faults::NONE,
+            sabotage: Sabotage::NONE,
         }
     }
 }
@@ -203,6 +214,7 @@ pub(crate) struct Settings {
     pub(crate) max_transfers: usize,
     pub(crate) write_timeout: Duration,
     pub(crate) faults: Faults,
+    pub(crate) sabotage: Sabotage,
 }
 
 impl Settings {
@@ -236,6 +248,7 @@ impl Settings {
             max_transfers: config.max_transfers,
             write_timeout: config.write_timeout,
             faults,
+            sabotage: config.sabotage,
         }
     }
 
@@ -465,6 +478,10 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let (tx, rx) = mpsc::channel::<Line>(settings.max_queue);
     let kill = Arc::new(Notify::new());
     let id = shared.hub().connect(tx.clone(), kill.clone());
+    let registration = Registration {
+        shared: shared.clone(),
+        id,
+    };
     let writer = tokio::spawn(write_loop(write, rx, kill.clone(), settings.write_timeout));
     debug!(%peer, id, "connected");
     let now = Instant::now();
@@ -486,7 +503,7 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     });
     let end = connection.serve(&read, &kill).await;
     debug!(%peer, id, "connection ends: {end:?}");
-    shared.hub().disconnect(id);
+    drop(registration);
     drop(connection);
     drop(read);
     if end == End::Dropped {
@@ -494,6 +511,20 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     } else {
         // The writer ends once the queue is drained: every sender is gone now.
         let _ = tokio::time::timeout(settings.write_timeout, writer).await;
+    }
+}
+
+/// A connection's entry in the hub, forgotten when dropped: however the connection's task
+/// ends, by a panic too, its user leaves and the hub lets go of its queue's sender (so the
+/// writer finishes and the socket closes).
+struct Registration {
+    shared: Arc<Shared>,
+    id: ConnId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.shared.hub().disconnect(self.id);
     }
 }
 
@@ -697,6 +728,13 @@ impl Connection {
                 return self.reply(&reply);
             }
         };
+        if let ClientMessage::Login { username } = &message
+            && self.settings().sabotage.panic_on_non_ascii_name
+            && !username.is_ascii()
+        {
+            // Before the hub sees the name: nothing is registered, nothing answered.
+            panic!("{NON_ASCII_NAME_PANIC}");
+        }
         if message == ClientMessage::Pong {
             return self.pong();
         }

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 
 use super::codec::{CheckOrder, Dialect, HeaderMap, MAX_LINE, MIN_MAX_LINE};
 use super::fault::Fault;
+use super::sabotage::Sabotage;
 use super::server::{self, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FILE_SIZE, ServerConfig};
 
 /// Exit code of a usage or setup error.
@@ -157,6 +158,11 @@ pub struct ChatServerArgs {
     /// Make the server wrong on purpose (for testing test suites); repeatable.
     #[arg(long = "fault", value_name = "NAME", hide = true)]
     pub faults: Vec<Fault>,
+
+    /// Make a connection's task panic on a LOGIN with a non-ASCII username, before any
+    /// reply (for testing the fuzzer).
+    #[arg(long, hide = true)]
+    pub panic_on_non_ascii_name: bool,
 }
 
 impl ChatServerArgs {
@@ -184,6 +190,9 @@ impl ChatServerArgs {
             data_listen: self.data_listen,
             max_connections: self.max_connections,
             faults: self.faults.iter().copied().collect(),
+            sabotage: Sabotage {
+                panic_on_non_ascii_name: self.panic_on_non_ascii_name,
+            },
             ..ServerConfig::default()
         };
         config.validate().map_err(|e| e.to_string())?;
@@ -231,6 +240,12 @@ pub async fn run(args: ChatServerArgs) -> u8 {
         eprintln!(
             "warning: faults on purpose: {:?}",
             config.faults.iter().map(Fault::name).collect::<Vec<_>>()
+        );
+    }
+    if !config.sabotage.is_empty() {
+        eprintln!(
+            "warning: deliberate sabotage enabled: {:?}",
+            config.sabotage
         );
     }
     eprintln!("chat server listening on {addr}, data channel on {data_addr}; Ctrl-C stops it");

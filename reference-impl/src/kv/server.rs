@@ -17,8 +17,10 @@
 //!                           serving, then closes (TLS close_notify)
 //! ```
 //!
-//! Under [`Sabotage`] (hidden, off by default) the server misbehaves as a process: it exits
-//! on the first `PUT`, or freezes for good after the first login.
+//! Under [`Sabotage`] (hidden, off by default) the server misbehaves: it exits on the first
+//! `PUT` or on a line over 1,000 bytes, freezes for good after the first login, sends a wrong
+//! CRC for values with a space, or keeps the session of a connection dropped for junk
+//! logged in for good.
 //!
 //! The course dialect ([`Dialect::Course`]) reads one message per TLS record and writes each
 //! reply, `GET <value>\n<crc>` included, as one record without a line end.
@@ -48,7 +50,9 @@ pub use super::codec::Dialect;
 pub use super::fault::{Fault, Faults};
 #[doc(hidden)]
 pub use super::sabotage::Sabotage;
-use super::sabotage::{CRASH_EXIT_CODE, CRASH_ON_PUT_MESSAGE};
+use super::sabotage::{
+    CRASH_EXIT_CODE, CRASH_ON_PUT_MESSAGE, LONG_LINE, LONG_LINE_MESSAGE, LineMeter,
+};
 
 /// Default cap on simultaneous connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -86,8 +90,9 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     #[doc(hidden)]
     pub faults: Faults,
-    /// Process-level misbehaviour (exit on `PUT`, freeze after login); off by default.
-    /// `exit_on_put` ends the calling process: never set it in-process.
+    /// Deliberate misbehaviour (exit on `PUT` or on a long line, freeze after login, wrong
+    /// CRCs, leaked sessions); off by default. `exit_on_put` and `exit_on_long_line` end the
+    /// calling process: never set them in-process.
     #[doc(hidden)]
     pub sabotage: Sabotage,
 }
@@ -433,6 +438,11 @@ impl Incoming {
                 self.settings.dialect,
                 self.settings.max_message,
             ),
+            line_meter: self
+                .settings
+                .sabotage
+                .exit_on_long_line
+                .then(|| LineMeter::new(self.settings.dialect)),
             login: None,
             out: Vec::new(),
             settings: self.settings,
@@ -456,6 +466,8 @@ struct Connection {
     store: Arc<Store>,
     conn: ConnId,
     decoder: ServerDecoder,
+    /// Measures incoming lines; only under `Sabotage::exit_on_long_line`.
+    line_meter: Option<LineMeter>,
     /// The session this connection is logged in to.
     login: Option<SessionRef>,
     /// Reply bytes being assembled.
@@ -484,6 +496,11 @@ impl Connection {
                 read = self.stream.fill_buf() => match read {
                     Ok([]) => return End::Closed,
                     Ok(bytes) => {
+                        if let Some(meter) = &mut self.line_meter
+                            && meter.longest(bytes) > LONG_LINE
+                        {
+                            die(LONG_LINE_MESSAGE);
+                        }
                         self.decoder.feed(bytes);
                         Ok(bytes.len())
                     }
@@ -571,7 +588,7 @@ impl Connection {
             && self.login.is_some()
             && matches!(message, ClientMessage::Put { .. })
         {
-            crash_on_put();
+            die(CRASH_ON_PUT_MESSAGE);
         }
         if let ClientMessage::Connect { id, hash } = message {
             return Ok(self.connect(id, hash).await);
@@ -592,7 +609,7 @@ impl Connection {
                 }
             },
             ClientMessage::Get { key } => match self.store.get(&login, &key) {
-                Some(value) => Reply::get_ok(value),
+                Some(value) => self.get_ok(value),
                 None if self.faults().has(Fault::GetMissingReturnsEmpty) => Reply::get_ok(""),
                 None => Reply::GetError,
             },
@@ -649,6 +666,22 @@ impl Connection {
         Next::Continue
     }
 
+    /// `GET <value>` with the value's CRC-32; one more under
+    /// `Sabotage::wrong_crc_with_spaces` if the value contains a space.
+    fn get_ok(&self, value: String) -> Reply {
+        match Reply::get_ok(value) {
+            Reply::GetOk { value, crc }
+                if self.settings.sabotage.wrong_crc_with_spaces && value.contains(' ') =>
+            {
+                Reply::GetOk {
+                    value,
+                    crc: crc.wrapping_add(1),
+                }
+            }
+            reply => reply,
+        }
+    }
+
     /// Appends a reply to the output, as the reply dialect frames it.
     fn reply(&mut self, reply: &Reply) {
         let dialect = self.settings.reply_dialect;
@@ -694,6 +727,17 @@ impl Connection {
         let login = self.login.take();
         match (&end, login) {
             (_, None) => {}
+            (End::Violation(Violation::Malformed(e)), Some(login))
+                if self.settings.sabotage.leak_session_after_junk =>
+            {
+                // `Sabotage::leak_session_after_junk`: neither released nor discarded, the
+                // session stays active for good.
+                warn!(
+                    id = ?login.id(),
+                    "dropping the connection ({e}) and leaking its session (deliberate)"
+                );
+                drop(login);
+            }
             (End::Violation(v), Some(login)) => {
                 debug!(id = ?login.id(), "dropping the connection: {v}");
                 if self.faults().has(Fault::KeepDataAfterDrop) {
@@ -722,9 +766,9 @@ impl Connection {
     }
 }
 
-/// `Sabotage::exit_on_put`: ends the whole process, as a panic in a server without a panic
-/// handler would.
-fn crash_on_put() -> ! {
-    eprintln!("{CRASH_ON_PUT_MESSAGE}");
+/// `Sabotage::exit_on_put` and `Sabotage::exit_on_long_line`: writes `message` to stderr and
+/// ends the whole process, as a panic in a server without a panic handler would.
+fn die(message: &str) -> ! {
+    eprintln!("{message}");
     std::process::exit(CRASH_EXIT_CODE);
 }

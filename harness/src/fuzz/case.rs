@@ -1,0 +1,264 @@
+//! A fuzz case: what the fuzzer does to the target, one action at a time, and how each
+//! action is written in a scenario file.
+//!
+//! Messages are kept as parts: literal bytes, which mutation and shrinking may change, and
+//! template expressions (`{{uniq}}`, `{{pbkdf2(password)}}`) which they leave whole, so a
+//! case stays meaningful on any run (each run has its own `uniq`) and reads well as YAML.
+
+use std::fmt::Write as _;
+
+/// A connection of a case: `C1`, `C2`, ...; the happy flow after the case uses `H`.
+pub type Conn = &'static str;
+
+/// The connection of the happy flow that follows every case.
+pub const HAPPY: Conn = "H";
+
+/// One piece of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Part {
+    Lit(Vec<u8>),
+    /// A template expression, written as is (`{{uniq}}`).
+    Tpl(&'static str),
+}
+
+/// What an action does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// Opens the connection.
+    Connect,
+    /// Writes the message in one write.
+    Send(Vec<Part>),
+    /// Closes our side and waits (bounded) for the target to close its side.
+    Close,
+}
+
+/// What the spec requires in reply to a message, whatever the state: the spec oracle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpecRule {
+    /// The connection is dropped without a reply (KV junk).
+    Drop,
+    /// The reply's header is this (chat: `UNKNOWN_COMMAND`, `PARSE_ERROR`).
+    Header(&'static str),
+}
+
+impl SpecRule {
+    /// How a report names the requirement.
+    pub fn describe(self) -> String {
+        match self {
+            SpecRule::Drop => "the connection is dropped without a reply".into(),
+            SpecRule::Header(h) => format!("the reply is {h}"),
+        }
+    }
+}
+
+/// One action of a case.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Action {
+    pub conn: Conn,
+    pub op: Op,
+    /// What the grammar made: `PUT`, `junk:lowercase`, `LOGIN+mutated`, ...
+    pub label: String,
+    pub spec: Option<SpecRule>,
+}
+
+impl Action {
+    pub fn connect(conn: Conn) -> Self {
+        Self {
+            conn,
+            op: Op::Connect,
+            label: "connect".into(),
+            spec: None,
+        }
+    }
+
+    pub fn close(conn: Conn) -> Self {
+        Self {
+            conn,
+            op: Op::Close,
+            label: "close".into(),
+            spec: None,
+        }
+    }
+
+    pub fn send(conn: Conn, label: impl Into<String>, parts: Vec<Part>) -> Self {
+        Self {
+            conn,
+            op: Op::Send(parts),
+            label: label.into(),
+            spec: None,
+        }
+    }
+
+    pub fn with_spec(mut self, rule: SpecRule) -> Self {
+        self.spec = Some(rule);
+        self
+    }
+
+    /// The message's parts (empty for connect and close).
+    pub fn parts(&self) -> &[Part] {
+        match &self.op {
+            Op::Send(parts) => parts,
+            _ => &[],
+        }
+    }
+
+    /// Bytes of literal text in the message.
+    pub fn literal_len(&self) -> usize {
+        self.parts()
+            .iter()
+            .map(|p| match p {
+                Part::Lit(b) => b.len(),
+                Part::Tpl(_) => 0,
+            })
+            .sum()
+    }
+}
+
+/// A case: actions in order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Case {
+    pub actions: Vec<Action>,
+}
+
+/// A message as template text: what `send: { bytes: ... }` holds, before YAML quoting.
+pub fn template_text(parts: &[Part]) -> String {
+    let mut out = String::new();
+    for part in parts {
+        match part {
+            Part::Lit(bytes) => out.push_str(&literal_template(bytes)),
+            Part::Tpl(t) => out.push_str(t),
+        }
+    }
+    out
+}
+
+/// Runs of one byte at least this long are written `{{repeat(...)}}`.
+const RUN: usize = 12;
+
+/// Bytes as template text: printable ASCII as it is, `\n`, `\r`, `\t` as themselves (YAML
+/// quoting escapes them), long runs of one byte as `repeat`, anything else (and `{{`,
+/// which would open an expression) through `unhex`.
+pub fn literal_template(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    let mut odd = Vec::new();
+    let flush = |odd: &mut Vec<u8>, out: &mut String| {
+        if !odd.is_empty() {
+            let _ = write!(out, "{{{{unhex('{}')}}}}", hex::encode(&odd));
+            odd.clear();
+        }
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let run = bytes[i..].iter().take_while(|&&c| c == b).count();
+        if run >= RUN {
+            flush(&mut odd, &mut out);
+            let unit = if plain(b) && b != b'\'' {
+                format!("'{}'", b as char)
+            } else {
+                format!("unhex('{b:02x}')")
+            };
+            let _ = write!(out, "{{{{repeat({unit}, {run})}}}}");
+            i += run;
+            continue;
+        }
+        let opens = b == b'{' && bytes.get(i + 1) == Some(&b'{');
+        if (plain(b) || matches!(b, b'\n' | b'\r' | b'\t')) && !opens {
+            flush(&mut odd, &mut out);
+            out.push(b as char);
+        } else {
+            odd.push(b);
+        }
+        i += 1;
+    }
+    flush(&mut odd, &mut out);
+    out
+}
+
+fn plain(b: u8) -> bool {
+    (0x20..0x7f).contains(&b)
+}
+
+/// A YAML double-quoted scalar holding `text` exactly.
+pub fn yaml_quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Text the target sent, as a template that expands to it: `uniq` (this run's value) is
+/// written `{{uniq}}` so the expectation holds on any run.
+pub fn received_template(bytes: &[u8], uniq: &str) -> String {
+    let mut out = String::new();
+    let mut rest = bytes;
+    while let Some(at) = find(rest, uniq.as_bytes()) {
+        out.push_str(&literal_template(&rest[..at]));
+        out.push_str("{{uniq}}");
+        rest = &rest[at + uniq.len()..];
+    }
+    out.push_str(&literal_template(rest));
+    out
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::model::Span;
+    use crate::scenario::template::{self, Env};
+
+    fn expand(text: &str) -> Vec<u8> {
+        let t = template::parse(text, Span::default()).expect("template");
+        let mut env = Env::default();
+        env.set("uniq", "U1");
+        template::eval(&t, &env).expect("eval")
+    }
+
+    #[test]
+    fn any_bytes_survive_the_template() {
+        let samples: [&[u8]; 6] = [
+            b"PUT a\nb c",
+            b"{{uniq}} {x} {{{",
+            b"\x00\xff\xe9'quote'\"",
+            &[b'x'; 40],
+            &[0xff; 30],
+            &[b'\''; 20],
+        ];
+        for bytes in samples {
+            let text = literal_template(bytes);
+            assert_eq!(expand(&text), bytes, "{text}");
+        }
+    }
+
+    #[test]
+    fn received_text_keeps_uniq_symbolic() {
+        let text = received_template(b"JOINED {\"username\":\"aU1\"}", "U1");
+        assert_eq!(text, "JOINED {\"username\":\"a{{uniq}}\"}");
+        assert_eq!(expand(&text), b"JOINED {\"username\":\"aU1\"}");
+    }
+
+    #[test]
+    fn yaml_quoting_is_exact() {
+        assert_eq!(yaml_quote("a\"b\\c\nd"), r#""a\"b\\c\nd""#);
+    }
+}

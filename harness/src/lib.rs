@@ -11,6 +11,8 @@
 //!            under test when the harness plays the server
 //! run/       executes scenarios: connections, steps, deadlines, matching, captures
 //! report/    one stream of events -> human and JSON reporters
+//! fuzz/      harness fuzz: generated cases, run on the reference then as scenarios on the
+//!            target, shrunk to scenario files
 //! ```
 #![forbid(unsafe_code)]
 

@@ -138,7 +138,7 @@ struct FuzzArgs {
     seed: Option<u64>,
 
     /// Stop after N cases.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     cases: Option<u64>,
 
     /// Stop after this long [default: 1m unless --cases is given].
@@ -150,7 +150,7 @@ struct FuzzArgs {
     out: PathBuf,
 
     /// Stop after this many distinct findings.
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = parse_count)]
     max_findings: u64,
 
     /// Most trials shrinking one finding may take.
@@ -521,6 +521,15 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
         Some(0) => Err("the receive limit must be at least 1 byte".into()),
         Some(bytes) => Ok(bytes),
         None => Err(format!("`{s}` is too large")),
+    }
+}
+
+/// A count of at least 1.
+fn parse_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("expected a whole number such as 100, got `{s}`")),
     }
 }
 

@@ -23,6 +23,17 @@
 //! ```
 //!
 //! Every input runs through both dialects.
+//!
+//! With the `arbitrary` feature, the structure-aware round trips of the `roundtrip` target
+//! (`roundtrip` and one entry point per protocol) take generated messages instead of bytes.
+
+#[cfg(feature = "arbitrary")]
+mod roundtrip;
+#[cfg(feature = "arbitrary")]
+pub use roundtrip::{
+    AnyMessage, ChatLine, ChatLines, HeaderRename, KvMessages, MathsvcSession, PacketMessages,
+    chat_roundtrip, kv_roundtrip, mathsvc_roundtrip, packet_roundtrip, roundtrip, roundtrip_bytes,
+};
 
 use crate::kv::codec::{
     ClientMessage, DecodeError, Dialect, HASH_LEN, MAX_MESSAGE, MAX_REPLY, Reply, ReplyDecoder,
@@ -419,7 +430,8 @@ pub fn packet_decoder(data: &[u8]) {
 /// text's bytes just consumed exactly as one count of them does; that refusals name the
 /// codec's limits and, when they close, end the decoding for good; that a drained decoder
 /// holds at most `MAX_TOKEN` bytes, and none after a pause. Every answer is computed and
-/// checked (see `MathAnswers`).
+/// checked (see `MathAnswers`). The messages decoded from the stream in one piece re-encode
+/// canonically (see `check_mathsvc_reencoding`).
 pub fn mathsvc_decoder(data: &[u8]) {
     let Some(input) = FuzzInput::parse(data) else {
         return;
@@ -431,6 +443,7 @@ pub fn mathsvc_decoder(data: &[u8]) {
     let mut answers = MathAnswers::default();
     let whole = run_mathsvc(&[&stream], 0, &stream);
     answers.check(&whole.results);
+    check_mathsvc_reencoding(&whole.results);
     let cut = run_mathsvc(&input.reads, 0, &stream);
     assert_eq!(
         (&cut.results, cut.held, &cut.pause_ends),
@@ -452,6 +465,45 @@ pub fn mathsvc_decoder(data: &[u8]) {
         paused.results, model.results,
         "pauses at {:?} do not do what line ends there do",
         paused.pause_ends
+    );
+}
+
+/// The messages of `results` (the refusals left out) in their canonical encoding
+/// ([`Message::encode`]) decode to themselves, and encode to the same bytes again.
+///
+/// Skipped when the name is over [`MAX_TOKEN`] bytes: the decoder replaces a token's bytes
+/// that are not UTF-8 with U+FFFD (three bytes each), so a name of up to `MAX_TOKEN` bytes
+/// received can be longer than any token once decoded, and then has no encoding.
+fn check_mathsvc_reencoding(results: &[Result<Message, Refusal>]) {
+    let messages: Vec<Message> = results.iter().filter_map(|r| r.clone().ok()).collect();
+    if messages
+        .iter()
+        .any(|m| matches!(m, Message::Name(name) if name.len() > MAX_TOKEN))
+    {
+        return;
+    }
+    let encode = |messages: &[Message]| {
+        let mut out = Vec::new();
+        for message in messages {
+            message.encode(&mut out);
+        }
+        out
+    };
+    let bytes = encode(&messages);
+    let again = run_mathsvc(&[&bytes], 0, &bytes);
+    let again: Vec<Message> = again
+        .results
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|refusal| panic!("{messages:?} re-encoded to {bytes:?}: {refusal}"));
+    assert_eq!(
+        again, messages,
+        "{messages:?} re-encoded to {bytes:?}, which decodes to other messages"
+    );
+    assert_eq!(
+        encode(&again),
+        bytes,
+        "{messages:?}: re-encoding is not canonical"
     );
 }
 
@@ -802,7 +854,7 @@ fn check_reply(reply: &Reply) {
         let mut bytes = Vec::new();
         reply.encode(dialect, &mut bytes);
         assert_eq!(
-            decode_replies(dialect, &bytes),
+            decode_replies(dialect, std::slice::from_ref(&bytes)),
             std::slice::from_ref(reply),
             "{reply:?} does not survive a round trip in the {dialect} dialect"
         );
@@ -838,25 +890,28 @@ fn decode_requests(dialect: Dialect, writes: &[Vec<u8>]) -> Vec<ClientMessage> {
     out
 }
 
-/// Decodes one write of replies; see [`decode_requests`].
-fn decode_replies(dialect: Dialect, write: &[u8]) -> Vec<Reply> {
-    let mut decoder = ReplyDecoder::with_max_reply(dialect, write.len().max(1));
-    decoder.feed(write);
+/// Decodes `writes` of replies, one read each; see [`decode_requests`].
+fn decode_replies(dialect: Dialect, writes: &[Vec<u8>]) -> Vec<Reply> {
+    let limit = writes.iter().map(Vec::len).sum::<usize>().max(1);
+    let mut decoder = ReplyDecoder::with_max_reply(dialect, limit);
     let mut out = Vec::new();
-    while let Some(reply) = decoder
-        .next_reply()
-        .unwrap_or_else(|e| panic!("{dialect}: re-encoded {write:?} does not decode: {e}"))
-    {
-        out.push(reply);
+    for write in writes {
+        decoder.feed(write);
+        while let Some(reply) = decoder
+            .next_reply()
+            .unwrap_or_else(|e| panic!("{dialect}: re-encoded {write:?} does not decode: {e}"))
+        {
+            out.push(reply);
+        }
     }
     assert_eq!(
         decoder.buffered(),
         0,
-        "{dialect}: bytes left after {write:?}"
+        "{dialect}: bytes left after {writes:?}"
     );
     assert!(
         !decoder.awaiting_crc(),
-        "{dialect}: {write:?} is incomplete"
+        "{dialect}: {writes:?} is incomplete"
     );
     out
 }
@@ -926,6 +981,12 @@ mod tests {
     #[test]
     fn mathsvc_corpus_and_regressions() {
         replay("mathsvc", mathsvc_decoder);
+    }
+
+    #[cfg(feature = "arbitrary")]
+    #[test]
+    fn roundtrip_corpus_and_regressions() {
+        replay("roundtrip", roundtrip_bytes);
     }
 
     #[test]

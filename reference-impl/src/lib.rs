@@ -2,6 +2,8 @@
 //! clients. Servers are libraries first; the `reference` binary only parses flags.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "arbitrary")]
+mod arb;
 pub mod chat;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -21,8 +21,8 @@
 //!   checksums) re-encode to exactly the bytes they came from, in every checksum mode (the
 //!   fuzz target checks this too, but arbitrary bytes almost never hold a valid length
 //!   field); the XOR cipher undoes itself and runs on across packet boundaries;
-//! - mathsvc: the crate has no encoder for its messages, so this file has a canonical one
-//!   (the client's newline framing: one token a line, a word count's text after its length):
+//! - mathsvc: `Message::encode`, the canonical encoding (the client's newline framing: one
+//!   token a line, a word count's canonical text after its length):
 //!   `decode(encode(m)) == m` for generated messages, and for accepted byte input with the
 //!   variants the decoder allows (any case, leading zeros, blanks, `\r\n`, blank lines,
 //!   `WORD_COUNT`), `encode(decode(b))` decodes to the same messages and is a fixed point.
@@ -576,66 +576,13 @@ mod mathsvc {
         out
     }
 
-    /// A text that counts as `counter`: the same words, spaces, length and whether it ends
-    /// inside a word. Leading spaces, then one-letter words separated by spaces (tabs when
-    /// the spaces run out), padded with letters in the first word or tabs when there is no
-    /// word, and a last blank when the counter ended outside a word.
-    fn canonical_text(counter: &WordCounter) -> Option<Vec<u8>> {
-        let (words, spaces, len) = (counter.words(), counter.spaces(), counter.bytes());
-        [true, false].into_iter().find_map(|ends_in_word| {
-            let blanks = words.saturating_sub(1) + u64::from(!ends_in_word && words > 0);
-            let fixed = words + blanks.max(spaces);
-            let padding = len.checked_sub(fixed)?;
-            let mut text = vec![b' '; usize::try_from(spaces.saturating_sub(blanks)).ok()?];
-            let mut spaces_left = spaces.min(blanks);
-            let mut blank = || {
-                if spaces_left > 0 {
-                    spaces_left -= 1;
-                    b' '
-                } else {
-                    b'\t'
-                }
-            };
-            if words == 0 {
-                text.extend(std::iter::repeat_n(b'\t', usize::try_from(padding).ok()?));
-            }
-            for word in 0..words {
-                if word > 0 {
-                    text.push(blank());
-                }
-                text.push(b'a');
-                if word == 0 {
-                    text.extend(std::iter::repeat_n(b'x', usize::try_from(padding).ok()?));
-                }
-            }
-            if !ends_in_word && words > 0 {
-                text.push(blank());
-            }
-            let mut check = WordCounter::default();
-            check.feed(&text);
-            (check == *counter).then_some(text)
-        })
-    }
-
-    /// The canonical encoding: the course client's newline framing.
-    fn encode(messages: &[Message]) -> Result<Vec<u8>, TestCaseError> {
+    /// The canonical encoding, `Message::encode`: the course client's newline framing.
+    fn encode(messages: &[Message]) -> Vec<u8> {
         let mut out = Vec::new();
         for message in messages {
-            match message {
-                Message::Name(name) => out.extend(format!("{name}\n").into_bytes()),
-                Message::Fibonacci(n) => out.extend(format!("FIBONACCI\n{n}\n").into_bytes()),
-                Message::Factorial(n) => out.extend(format!("FACTORIAL\n{n}\n").into_bytes()),
-                Message::WordCount(counter) => {
-                    let text = canonical_text(counter).ok_or_else(|| {
-                        TestCaseError::fail(format!("no text counts as {counter:?}"))
-                    })?;
-                    out.extend(format!("FILE\n{}\n", text.len()).into_bytes());
-                    out.extend(text);
-                }
-                Message::Complete => out.extend(b"COMPLETE\n"),
-            }
+            message.encode(&mut out);
         }
-        Ok(out)
+        out
     }
 
     fn counted(text: &[u8]) -> Message {
@@ -748,7 +695,7 @@ mod mathsvc {
             requests in proptest::collection::vec(message(), 0..8),
         ) {
             let messages: Vec<Message> = std::iter::once(Message::Name(name)).chain(requests).collect();
-            let bytes = encode(&messages)?;
+            let bytes = encode(&messages);
             prop_assert_eq!(decode(&bytes), messages.into_iter().map(Ok).collect::<Vec<_>>());
         }
 
@@ -778,11 +725,11 @@ mod mathsvc {
                 .map_err(|refusal| TestCaseError::fail(format!("refused: {refusal}")))?;
             prop_assert!(matches!(messages.first(), Some(Message::Name(_))));
             prop_assert_eq!(messages.last(), Some(&Message::Complete));
-            let canonical = encode(&messages)?;
+            let canonical = encode(&messages);
             let again = decode(&canonical);
             prop_assert_eq!(&again, &decoded);
             let again: Vec<Message> = again.into_iter().flatten().collect();
-            prop_assert_eq!(encode(&again)?, canonical);
+            prop_assert_eq!(encode(&again), canonical);
         }
     }
 }

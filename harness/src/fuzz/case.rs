@@ -136,14 +136,22 @@ pub fn template_text(parts: &[Part]) -> String {
 const RUN: usize = 12;
 
 /// Bytes as template text: printable ASCII as it is, `\n`, `\r`, `\t` as themselves (YAML
-/// quoting escapes them), long runs of one byte as `repeat`, anything else (and `{{`,
-/// which would open an expression) through `unhex`.
+/// quoting escapes them), long runs of one byte as `repeat`, anything else through
+/// `unhex`. A `{` that would run into a `{{` (another `{`, an expression, or the next part
+/// of the message) is written `{{'{'}}`.
 pub fn literal_template(bytes: &[u8]) -> String {
-    let mut out = String::new();
+    enum Token {
+        Raw(char),
+        Expr(String),
+    }
+    let mut tokens = Vec::new();
     let mut odd = Vec::new();
-    let flush = |odd: &mut Vec<u8>, out: &mut String| {
+    let flush = |odd: &mut Vec<u8>, tokens: &mut Vec<Token>| {
         if !odd.is_empty() {
-            let _ = write!(out, "{{{{unhex('{}')}}}}", hex::encode(&odd));
+            tokens.push(Token::Expr(format!(
+                "{{{{unhex('{}')}}}}",
+                hex::encode(&odd)
+            )));
             odd.clear();
         }
     };
@@ -152,26 +160,36 @@ pub fn literal_template(bytes: &[u8]) -> String {
         let b = bytes[i];
         let run = bytes[i..].iter().take_while(|&&c| c == b).count();
         if run >= RUN {
-            flush(&mut odd, &mut out);
+            flush(&mut odd, &mut tokens);
             let unit = if plain(b) && b != b'\'' {
                 format!("'{}'", b as char)
             } else {
                 format!("unhex('{b:02x}')")
             };
-            let _ = write!(out, "{{{{repeat({unit}, {run})}}}}");
+            tokens.push(Token::Expr(format!("{{{{repeat({unit}, {run})}}}}")));
             i += run;
             continue;
         }
-        let opens = b == b'{' && bytes.get(i + 1) == Some(&b'{');
-        if (plain(b) || matches!(b, b'\n' | b'\r' | b'\t')) && !opens {
-            flush(&mut odd, &mut out);
-            out.push(b as char);
+        if plain(b) || matches!(b, b'\n' | b'\r' | b'\t') {
+            flush(&mut odd, &mut tokens);
+            tokens.push(Token::Raw(b as char));
         } else {
             odd.push(b);
         }
         i += 1;
     }
-    flush(&mut odd, &mut out);
+    flush(&mut odd, &mut tokens);
+    let mut out = String::new();
+    for (at, token) in tokens.iter().enumerate() {
+        match token {
+            Token::Raw('{') => {
+                let safe = matches!(tokens.get(at + 1), Some(Token::Raw(c)) if *c != '{');
+                out.push_str(if safe { "{" } else { "{{'{'}}" });
+            }
+            Token::Raw(c) => out.push(*c),
+            Token::Expr(e) => out.push_str(e),
+        }
+    }
     out
 }
 
@@ -236,9 +254,11 @@ mod tests {
 
     #[test]
     fn any_bytes_survive_the_template() {
-        let samples: [&[u8]; 6] = [
+        let samples: [&[u8]; 8] = [
             b"PUT a\nb c",
             b"{{uniq}} {x} {{{",
+            b"ends with {",
+            b"{\x00{{xxxxxxxxxxxxxxxx{",
             b"\x00\xff\xe9'quote'\"",
             &[b'x'; 40],
             &[0xff; 30],
@@ -251,10 +271,35 @@ mod tests {
     }
 
     #[test]
+    fn a_brace_before_a_template_part_stays_a_brace() {
+        let text = template_text(&[Part::Lit(b"a{".to_vec()), Part::Tpl("{{uniq}}")]);
+        assert_eq!(expand(&text), b"a{U1");
+        assert_eq!(expand(&received_template(b"{U1{", "U1")), b"{U1{");
+    }
+
+    #[test]
     fn received_text_keeps_uniq_symbolic() {
         let text = received_template(b"JOINED {\"username\":\"aU1\"}", "U1");
         assert_eq!(text, "JOINED {\"username\":\"a{{uniq}}\"}");
         assert_eq!(expand(&text), b"JOINED {\"username\":\"aU1\"}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_message_survives_templates_and_yaml(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            with_uniq in proptest::prelude::any::<bool>(),
+        ) {
+            let mut parts = vec![Part::Lit(bytes.clone())];
+            let mut want = bytes.clone();
+            if with_uniq {
+                parts.push(Part::Tpl("{{uniq}}"));
+                want.extend_from_slice(b"U1");
+            }
+            let text = template_text(&parts);
+            proptest::prop_assert_eq!(expand(&text), want);
+            proptest::prop_assert_eq!(expand(&received_template(&bytes, "U1")), bytes);
+        }
     }
 
     #[test]

@@ -127,10 +127,20 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    /// Findings with the same key are one bug: same oracle, same kind of message.
-    fn key(&self) -> (Oracle, String) {
-        let base = self.label.split('+').next().unwrap_or(&self.label);
-        (self.oracle, base.to_owned())
+    /// What a finding is filed under: its oracle and the kind of message it failed at
+    /// (without how that message was mutated).
+    fn key(&self) -> (Oracle, &str) {
+        (
+            self.oracle,
+            self.label.split('+').next().unwrap_or(&self.label),
+        )
+    }
+}
+
+impl Finding {
+    /// Whether a failure is this finding's bug again: same oracle, same kind of message.
+    fn same_bug(&self, other: &Verdict) -> bool {
+        self.verdict.key() == other.key()
     }
 }
 
@@ -187,16 +197,13 @@ pub enum FuzzEvent<'a> {
         target: &'a str,
         seed: u64,
     },
-    /// A case failed; shrinking starts.
+    /// A case failed in a new way; shrinking starts unless the target cannot be restarted.
     Failed {
         case: u64,
         verdict: &'a Verdict,
+        shrinking: bool,
     },
     Found(&'a Finding),
-    Duplicate {
-        case: u64,
-        of: &'a Finding,
-    },
     Progress {
         cases: u64,
     },
@@ -263,7 +270,7 @@ pub async fn fuzz(
     let suite_path = opts.out.join("suite.yaml");
     let suite = parse_suite_config(&suite_path, grammar.suite_yaml())
         .map_err(|d| FuzzError::Internal(d.render()))?;
-    prepare_out(&opts.out, grammar)?;
+    check_out(&opts.out, grammar)?;
 
     let reference_server = protocol::start_reference(protocol, &opts.reference_settings)
         .await
@@ -318,40 +325,54 @@ async fn stop_reference(server: ReferenceServer) {
     server.stop().await;
 }
 
-/// Makes the findings folder, with a `suite.yaml` for the protocol; refuses a folder that
-/// holds another protocol's findings.
-fn prepare_out(out: &Path, grammar: &dyn Grammar) -> Result<(), FuzzError> {
-    let err = |path: &Path, reason: String| FuzzError::Out {
-        path: path.display().to_string(),
-        reason,
-    };
-    std::fs::create_dir_all(out).map_err(|e| err(out, format!("cannot create it: {e}")))?;
+/// Refuses a findings folder that holds another protocol's findings (before anything runs).
+fn check_out(out: &Path, grammar: &dyn Grammar) -> Result<(), FuzzError> {
     let suite = out.join("suite.yaml");
     match std::fs::read_to_string(&suite) {
         Ok(text) => {
-            let config = parse_suite_config(&suite, &text).map_err(|d| err(&suite, d.render()))?;
-            if config.protocol.as_deref() != Some(grammar.name()) {
-                return Err(err(
+            let config =
+                parse_suite_config(&suite, &text).map_err(|d| out_error(&suite, d.render()))?;
+            if config.protocol.as_deref() == Some(grammar.name()) {
+                Ok(())
+            } else {
+                Err(out_error(
                     &suite,
                     format!(
                         "the folder holds findings of protocol `{}`, not {}: choose another --out",
                         config.protocol.unwrap_or_default(),
                         grammar.name()
                     ),
-                ));
+                ))
             }
-            Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&suite, grammar.suite_yaml())
-                .map_err(|e| err(&suite, format!("cannot write it: {e}")))
-        }
-        Err(e) => Err(err(&suite, format!("cannot read it: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(out_error(&suite, format!("cannot read it: {e}"))),
+    }
+}
+
+/// Makes the findings folder, with the protocol's `suite.yaml`, when the first finding is
+/// written.
+fn make_out(out: &Path, grammar: &dyn Grammar) -> Result<(), FuzzError> {
+    std::fs::create_dir_all(out).map_err(|e| out_error(out, format!("cannot create it: {e}")))?;
+    let suite = out.join("suite.yaml");
+    if suite.exists() {
+        return Ok(());
+    }
+    std::fs::write(&suite, grammar.suite_yaml())
+        .map_err(|e| out_error(&suite, format!("cannot write it: {e}")))
+}
+
+fn out_error(path: &Path, reason: String) -> FuzzError {
+    FuzzError::Out {
+        path: path.display().to_string(),
+        reason,
     }
 }
 
 /// How often a run reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// How long a failed trial waits to see whether a started target is exiting.
+const EXIT_GRACE: Duration = Duration::from_millis(500);
 /// Replays of a shrunk finding that must fail again before it is reported.
 const CONFIRMATIONS: usize = 2;
 
@@ -372,8 +393,7 @@ impl Fuzzer<'_> {
         });
         let mut report = FuzzReport::default();
         let mut next_progress = started + PROGRESS_EVERY;
-        let mut index = 0u64;
-        loop {
+        for index in 0.. {
             if self.opts.cases.is_some_and(|n| index >= n)
                 || duration.is_some_and(|d| started.elapsed() >= d)
                 || report.findings.len() >= self.opts.max_findings
@@ -384,23 +404,34 @@ impl Fuzzer<'_> {
             let trial = self.trial(&case.actions, index).await?;
             report.cases += 1;
             if let Some(verdict) = trial.verdict.clone() {
-                on_event(FuzzEvent::Failed {
-                    case: index,
-                    verdict: &verdict,
-                });
-                match self.finding(index, case, trial, &report.findings).await? {
-                    Found::New(finding) => {
-                        on_event(FuzzEvent::Found(&finding));
-                        report.findings.push(finding);
-                    }
-                    Found::Duplicate(at) => {
-                        report.findings[at].duplicates += 1;
-                        on_event(FuzzEvent::Duplicate {
+                // A failure like a known finding is counted, not shrunk again.
+                let known = report.findings.iter().position(|f| f.same_bug(&verdict));
+                match known {
+                    Some(at) => report.findings[at].duplicates += 1,
+                    None => {
+                        on_event(FuzzEvent::Failed {
                             case: index,
-                            of: &report.findings[at],
+                            verdict: &verdict,
+                            shrinking: self.can_shrink(&verdict),
                         });
+                        match self.finding(index, case, trial).await? {
+                            Some(finding) => {
+                                match report
+                                    .findings
+                                    .iter()
+                                    .position(|f| f.same_bug(&finding.verdict))
+                                {
+                                    // Shrinking led to a known bug after all.
+                                    Some(at) => report.findings[at].duplicates += 1,
+                                    None => {
+                                        on_event(FuzzEvent::Found(&finding));
+                                        report.findings.push(finding);
+                                    }
+                                }
+                            }
+                            None => report.unconfirmed += 1,
+                        }
                     }
-                    Found::Unconfirmed => report.unconfirmed += 1,
                 }
                 if let Some(why) = self.down_for_good().await {
                     report.stopped = Some(why);
@@ -413,7 +444,6 @@ impl Fuzzer<'_> {
                 });
                 next_progress = Instant::now() + PROGRESS_EVERY;
             }
-            index += 1;
         }
         report.elapsed = started.elapsed();
         report.starts = self.target.starts();
@@ -481,11 +511,7 @@ impl Fuzzer<'_> {
         );
         let scenario = self.parse(&built)?;
         self.target.ensure_up(self.fresh).await?;
-        let t0 = Instant::now();
         let result = run_scenario(&scenario, &self.settings(), next_uniq()).await;
-        if std::env::var_os("FUZZ_DEBUG").is_some() {
-            eprintln!("{}\n-- {:?} {:?}", built.yaml, t0.elapsed(), result.outcome);
-        }
         let verdict = self
             .verdict(case.len(), &actions, &built.origins, &result)
             .await;
@@ -535,7 +561,18 @@ impl Fuzzer<'_> {
         if !result.uniq.is_empty() {
             message = message.replace(&result.uniq, "{{uniq}}");
         }
-        let oracle = if let Some(exit) = self.target.exited() {
+        // A dying server shows as connections that close; only then is its exit awaited.
+        let gone = failure.is_some_and(|f| {
+            ["closed", "refused", "reset", "cannot connect"]
+                .iter()
+                .any(|w| f.message.contains(w))
+        });
+        let grace = if gone {
+            EXIT_GRACE.mul_f64(self.opts.time_scale)
+        } else {
+            Duration::ZERO
+        };
+        let oracle = if let Some(exit) = self.target.exited_within(grace).await {
             let log = self.target.log_tail();
             message = format!("the target ended ({exit}) during the case; {message}");
             if let Some(last) = log.last() {
@@ -565,23 +602,18 @@ impl Fuzzer<'_> {
         })
     }
 
-    /// Shrinks a failed case, confirms it, and writes it (or finds it is known).
+    /// Shrinks a failed case, confirms it, and writes it; `None` when it does not fail
+    /// again (or the reference fails it too).
     async fn finding(
         &mut self,
         index: u64,
         case: Case,
         trial: Trial,
-        known: &[Finding],
-    ) -> Result<Found, FuzzError> {
+    ) -> Result<Option<Finding>, FuzzError> {
         let Some(verdict) = trial.verdict.clone() else {
-            return Ok(Found::Unconfirmed);
+            return Ok(None);
         };
-        // A failure like a known finding is not shrunk again.
-        if let Some(at) = known.iter().position(|f| f.verdict.key() == verdict.key()) {
-            return Ok(Found::Duplicate(at));
-        }
-        let can_shrink =
-            self.target.restartable() || !matches!(verdict.oracle, Oracle::Crash | Oracle::Down);
+        let can_shrink = self.can_shrink(&verdict);
         let found_len = case.actions.len();
         let (actions, mut last) = if can_shrink {
             shrink::shrink(self, case.actions, trial, verdict.oracle, index).await?
@@ -589,26 +621,28 @@ impl Fuzzer<'_> {
             (case.actions, trial)
         };
         let Some(verdict) = last.verdict.clone() else {
-            return Ok(Found::Unconfirmed);
+            return Ok(None);
         };
-        if let Some(at) = known.iter().position(|f| f.verdict.key() == verdict.key()) {
-            return Ok(Found::Duplicate(at));
-        }
         if can_shrink {
             for _ in 0..CONFIRMATIONS {
                 let again = self.trial(&actions, index).await?;
                 match &again.verdict {
                     Some(v) if v.oracle == verdict.oracle => last = again,
-                    _ => return Ok(Found::Unconfirmed),
+                    _ => return Ok(None),
                 }
             }
             if !self.passes_on_reference(&last).await? {
-                return Ok(Found::Unconfirmed);
+                return Ok(None);
             }
         }
         let verdict = last.verdict.clone().unwrap_or(verdict);
         let finding = self.write(index, found_len, &actions, &last, verdict, can_shrink)?;
-        Ok(Found::New(finding))
+        Ok(Some(finding))
+    }
+
+    /// Whether shrinking can run: a dead target must be restartable.
+    fn can_shrink(&self, verdict: &Verdict) -> bool {
+        self.target.restartable() || !matches!(verdict.oracle, Oracle::Crash | Oracle::Down)
     }
 
     /// The reproducer holds against the reference server itself: the finding is the
@@ -632,7 +666,7 @@ impl Fuzzer<'_> {
         verdict: Verdict,
         shrunk: bool,
     ) -> Result<Finding, FuzzError> {
-        let slug = slug(&verdict.key().1);
+        let slug = slug(verdict.key().1);
         let stem = unused_stem(&self.opts.out, &format!("{}-{slug}", verdict.oracle));
         let id = format!("fuzz/{}/{stem}", self.protocol.name);
         let title = format!(
@@ -669,6 +703,7 @@ impl Fuzzer<'_> {
             self.opts.seed,
         );
         yaml.push_str(&built.yaml);
+        make_out(&self.opts.out, self.grammar)?;
         let path = self.opts.out.join(format!("{stem}.yaml"));
         std::fs::write(&path, &yaml).map_err(|e| FuzzError::Out {
             path: path.display().to_string(),
@@ -703,12 +738,6 @@ fn describe(f: &crate::run::Failure) -> String {
         }
     }
     one_line(&text)
-}
-
-enum Found {
-    New(Finding),
-    Duplicate(usize),
-    Unconfirmed,
 }
 
 fn one_line(text: &str) -> String {

@@ -95,7 +95,7 @@ pub async fn observe(
             Op::Send(parts) => {
                 let text = template_text(parts);
                 let t = template::parse(&text, Span::default())
-                    .map_err(|e| ObserveError(format!("a case's message: {e}")))?;
+                    .map_err(|e| ObserveError(format!("a case's message `{text}`: {e}")))?;
                 let bytes = template::eval(&t, &env)
                     .map_err(|e| ObserveError(format!("a case's message: {e}")))?;
                 if let Some(conn) = conns.get_mut(action.conn) {

@@ -50,11 +50,12 @@ pub(super) async fn shrink(
             n = (n * 2).min(cur.len());
         }
     }
-    if cur.len() == 1 && budget > 0 {
-        if let Some(t) = attempt(fuzzer, &[], &mut budget).await? {
-            cur.clear();
-            best = t;
-        }
+    if cur.len() == 1
+        && budget > 0
+        && let Some(t) = attempt(fuzzer, &[], &mut budget).await?
+    {
+        cur.clear();
+        best = t;
     }
 
     // Bytes: cut ever smaller pieces out of each literal part.
@@ -104,9 +105,9 @@ fn literal(action: &Action, part: usize) -> Option<&[u8]> {
 }
 
 fn set_literal(action: &mut Action, part: usize, bytes: Vec<u8>) {
-    if let Op::Send(parts) = &mut action.op {
-        if let Some(p @ Part::Lit(_)) = parts.get_mut(part) {
-            *p = Part::Lit(bytes);
-        }
+    if let Op::Send(parts) = &mut action.op
+        && let Some(p @ Part::Lit(_)) = parts.get_mut(part)
+    {
+        *p = Part::Lit(bytes);
     }
 }

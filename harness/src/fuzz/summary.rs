@@ -13,9 +13,15 @@ pub fn event_line(event: &FuzzEvent<'_>) -> Option<String> {
             target,
             seed,
         } => Some(format!("fuzzing {protocol} at {target} (seed {seed})")),
-        FuzzEvent::Failed { case, verdict } => Some(format!(
-            "case {case} failed ({}, at {}): shrinking",
-            verdict.oracle, verdict.label
+        FuzzEvent::Failed {
+            case,
+            verdict,
+            shrinking,
+        } => Some(format!(
+            "case {case} failed ({}, at {}){}",
+            verdict.oracle,
+            verdict.label,
+            if *shrinking { ": shrinking" } else { "" }
         )),
         FuzzEvent::Found(f) => {
             let mut line = format!(
@@ -42,10 +48,6 @@ pub fn event_line(event: &FuzzEvent<'_>) -> Option<String> {
             }
             Some(line)
         }
-        FuzzEvent::Duplicate { case, of } => Some(format!(
-            "case {case} failed like {} (merged)",
-            of.path.display()
-        )),
         FuzzEvent::Progress { cases } => Some(format!("{cases} cases...")),
     }
 }
@@ -90,4 +92,83 @@ pub fn summary(report: &FuzzReport, out: &std::path::Path, replay_target: &str) 
 
 fn plural(n: u32) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fuzz::{Finding, Oracle, Verdict};
+
+    fn finding(shrunk: bool) -> Finding {
+        Finding {
+            verdict: Verdict {
+                oracle: Oracle::Differs,
+                label: "GET".into(),
+                message: "unexpected reply: expected \"3916222277\", got \"3916222278\"".into(),
+            },
+            case: 49,
+            seed: 1,
+            actions_found: 9,
+            actions_shrunk: 4,
+            steps: 20,
+            path: PathBuf::from("fuzz-findings/differs-get.yaml"),
+            yaml: String::new(),
+            duplicates: 3,
+            shrunk,
+        }
+    }
+
+    #[test]
+    fn what_a_run_prints() {
+        let f = finding(true);
+        let not_shrunk = finding(false);
+        let verdict = f.verdict.clone();
+        let mut text = String::new();
+        for event in [
+            FuzzEvent::Started {
+                protocol: "kv",
+                target: "127.0.0.1:4000",
+                seed: 1,
+            },
+            FuzzEvent::Failed {
+                case: 49,
+                verdict: &verdict,
+                shrinking: true,
+            },
+            FuzzEvent::Failed {
+                case: 50,
+                verdict: &verdict,
+                shrinking: false,
+            },
+            FuzzEvent::Found(&f),
+            FuzzEvent::Found(&not_shrunk),
+            FuzzEvent::Progress { cases: 120 },
+        ] {
+            text.push_str(&event_line(&event).unwrap_or_default());
+            text.push('\n');
+        }
+        let report = FuzzReport {
+            cases: 200,
+            elapsed: Duration::from_millis(8_000),
+            findings: vec![f],
+            unconfirmed: 1,
+            stopped: Some("the target at 127.0.0.1:4000 stopped accepting connections".into()),
+            starts: 3,
+        };
+        text.push_str(&summary(
+            &report,
+            Path::new("fuzz-findings"),
+            "--target 127.0.0.1:4000 --insecure",
+        ));
+        let quiet = FuzzReport {
+            cases: 1,
+            elapsed: Duration::from_millis(40),
+            ..FuzzReport::default()
+        };
+        text.push_str(&summary(&quiet, Path::new("fuzz-findings"), ""));
+        crate::snapshot_settings().bind(|| insta::assert_snapshot!("fuzz_output", text));
+    }
 }

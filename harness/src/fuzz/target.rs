@@ -61,6 +61,8 @@ pub enum TargetError {
         "the {protocol} protocol speaks TLS: pass --ca FILE with the target's certificate (PEM) to verify it, or --insecure to accept any certificate"
     )]
     NoTrust { protocol: &'static str },
+    #[error("cannot reach the target at {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
     #[error("the target could not be started: {error}{}", log_of(.log))]
     Start { error: String, log: Vec<String> },
 }
@@ -110,6 +112,12 @@ impl Target {
                 } else {
                     Transport::Tcp
                 };
+                if let Err(e) = reachable(addr).await {
+                    return Err(TargetError::Unreachable {
+                        addr: addr.clone(),
+                        reason: e,
+                    });
+                }
                 Ok(Self {
                     kind: Kind::Address(addr.clone()),
                     transport,
@@ -121,7 +129,8 @@ impl Target {
                 command,
                 startup_timeout,
             } => {
-                crate::target::client::check_command(command).map_err(SetupError::ClientCommand)?;
+                crate::target::client::check_server_command(command)
+                    .map_err(SetupError::ClientCommand)?;
                 let spec = ServerSpec {
                     command: command.clone(),
                     vars: BTreeMap::new(),
@@ -177,14 +186,19 @@ impl Target {
         matches!(self.kind, Kind::Exec { .. })
     }
 
-    /// How the target ended, if the harness started it and it has.
-    pub fn exited(&self) -> Option<Exit> {
-        match &self.kind {
-            Kind::Exec {
-                server: Some(s), ..
-            } => s.exit(),
-            _ => None,
-        }
+    /// How the target ended, if the harness started it and it ends within `grace`: a
+    /// server that just closed every connection may be exiting.
+    pub async fn exited_within(&self, grace: Duration) -> Option<Exit> {
+        let Kind::Exec {
+            server: Some(s), ..
+        } = &self.kind
+        else {
+            return None;
+        };
+        let mut watch = s.watch();
+        let deadline = tokio::time::Instant::now() + grace;
+        while watch.with(|o| o.exit.is_none()) && watch.changed(deadline).await {}
+        s.exit()
     }
 
     /// What the target printed last (a started target only).
@@ -234,6 +248,18 @@ impl Target {
             Kind::Reference(Some(r)) => r.stop().await,
             _ => {}
         }
+    }
+}
+
+/// Whether `addr` accepts a TCP connection (within a few seconds).
+async fn reachable(addr: &str) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err("connection refused: is the server running and listening there?".into())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 5s".into()),
     }
 }
 

@@ -295,7 +295,13 @@ pub async fn run(
         crate::target::client::check_command(command).map_err(SetupError::ClientCommand)?;
     }
     if let Some(exec) = &opts.exec {
-        crate::target::client::check_command(&exec.command).map_err(SetupError::ClientCommand)?;
+        // The command starts servers, unless every suite plays the server to a client.
+        let check = if suites.iter().all(|s| s.config.role == Role::Server) {
+            crate::target::client::check_command
+        } else {
+            crate::target::client::check_server_command
+        };
+        check(&exec.command).map_err(SetupError::ClientCommand)?;
     }
     for &suite in &suites {
         let protocol = suite_protocol(suite)?;

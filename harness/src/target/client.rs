@@ -208,6 +208,17 @@ pub fn check_command(template: &str) -> Result<(), String> {
     ))
 }
 
+/// Checks that a server's command line says where to listen.
+pub fn check_server_command(template: &str) -> Result<(), String> {
+    if template.contains("{port}") || template.contains("{addr}") {
+        return Ok(());
+    }
+    Err(format!(
+        "the server command `{template}` does not say where to listen: put {{port}} (or \
+         {{addr}}) in it, e.g. --exec './server --port {{port}}'"
+    ))
+}
+
 fn shell_quote(v: &str) -> String {
     let plain = !v.is_empty()
         && v.bytes()

@@ -16,6 +16,8 @@ pub const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How long the streams may stay open after the program exited (a child of it may hold
 /// them) before they are given up.
 const STREAM_LINGER: Duration = Duration::from_millis(500);
+/// How long the exit of a program waits for its streams to be drained before it is recorded.
+const EXIT_DRAIN: Duration = Duration::from_millis(50);
 
 /// A command could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -158,13 +160,17 @@ async fn wait(
         Ok(status) => exit_of(status),
         Err(_) => Exit::Code(-1),
     };
-    sink.exited(exit);
-    let readers = async {
+    // What the program printed before it ended comes before its end in the output: the
+    // exit is recorded once its streams are drained, or after a short while when a child
+    // of it holds them (so that an exit is still seen promptly).
+    let mut readers = std::pin::pin!(async {
         for r in readers.into_iter().flatten() {
             let _ = r.await;
         }
-    };
-    if tokio::time::timeout(STREAM_LINGER, readers).await.is_err() {
+    });
+    let drained = tokio::time::timeout(EXIT_DRAIN, &mut readers).await.is_ok();
+    sink.exited(exit);
+    if !drained && tokio::time::timeout(STREAM_LINGER, readers).await.is_err() {
         sink.abandon_streams();
     }
 }

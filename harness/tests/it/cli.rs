@@ -146,7 +146,7 @@ fn unknown_variables_are_caught_before_anything_runs() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let cases: [&[&str]; 7] = [
+    let cases: [&[&str]; 8] = [
         &["run", "scenarios/kv", "--var", "novalue"],
         &["run", "no/such/folder"],
         &["run", "scenarios/kv", "--jobs", "0"],
@@ -154,6 +154,7 @@ fn usage_errors_exit_2() {
         &["run", "scenarios/kv", "--timeout", "5 parsecs"],
         &["run", "scenarios/kv", "--recv-limit", "3x"],
         &["run", "scenarios/kv", "--recv-limit", "0"],
+        &["run", "scenarios/mathsvc", "--exec", "./server"],
     ];
     let mut text = String::new();
     for args in cases {

@@ -13,7 +13,7 @@ use std::process::Command;
 use crate::support;
 
 /// The `reference` binary next to the `harness` binary under test.
-fn reference_bin() -> PathBuf {
+pub(crate) fn reference_bin() -> PathBuf {
     let harness = PathBuf::from(env!("CARGO_BIN_EXE_harness"));
     let dir = harness.parent().expect("the binary's folder");
     let bin = dir.join(format!("reference{}", std::env::consts::EXE_SUFFIX));

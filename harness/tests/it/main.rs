@@ -8,6 +8,7 @@ mod broken_binary;
 mod broken_chat;
 mod cli;
 mod corpus;
+mod fuzz;
 mod grade;
 mod hostile;
 mod suites;

@@ -281,6 +281,7 @@ macro_rules! headers {
     ($($variant:ident = $name:literal, $dir:ident;)+) => {
         /// Every header of the protocol, by its canonical (spec) name.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
         pub enum Header {
             $($variant,)+
         }
@@ -553,6 +554,7 @@ impl HeaderMap {
 
 /// Which check of a line comes first, and so which error a line that fails both gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum CheckOrder {
     /// The header is looked up first (the spec: `MSG This is an invalid message` answers
     /// `UNKNOWN_COMMAND`).
@@ -600,6 +602,9 @@ impl FromStr for CheckOrder {
 // Messages
 
 /// A guess, as `GUESS_NUMBER_REQ` carries it.
+///
+/// With the `arbitrary` feature, `Arbitrary` (written by hand: `serde_json::Value` has none)
+/// keeps `Invalid` invalid, and its floats exact through JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Guess {
     /// A JSON integer, or a string of ASCII digits (`"42"`). Integers beyond `i64` are
@@ -612,6 +617,7 @@ pub enum Guess {
 
 /// How the receiver answers a file transfer request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum TransferDecision {
     /// `"status":"OK"`.
     Accept,
@@ -631,6 +637,7 @@ impl TransferDecision {
 
 /// A message from a client.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum ClientMessage {
     /// `LOGIN {"username":...}`
     Login { username: String },
@@ -680,6 +687,7 @@ pub enum ClientMessage {
 
 /// One line of `GAME_RESULTS`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct GameResult {
     pub username: String,
     /// From the start of the game to the correct guess.
@@ -688,6 +696,7 @@ pub struct GameResult {
 
 /// The uploader's news that the receiver accepted a file.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct TransferAccepted {
     /// Who will download it.
     pub receiver: String,
@@ -696,6 +705,7 @@ pub struct TransferAccepted {
 
 /// A public key relayed to the requester of a secure session.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct PublicKey {
     /// Who answered the request (and will receive the secure message).
     pub receiver: String,
@@ -704,6 +714,7 @@ pub struct PublicKey {
 
 /// A secure message as its receiver gets it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct SecureEnvelope {
     pub sender: String,
     pub session_key: String,
@@ -713,6 +724,7 @@ pub struct SecureEnvelope {
 /// A message from the server. A `Result` is a `{"status":"OK",...}` body or a
 /// `{"status":"ERROR","code":N}` one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum ServerMessage {
     /// `WELCOME {"msg":...}`
     Welcome { msg: String },
@@ -1647,12 +1659,16 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
 pub const MAX_DATA_HELLO: usize = 128;
 
 /// The first line a client sends on the data channel.
+///
+/// With the `arbitrary` feature, `Arbitrary` makes ids that parse back: non-empty, without
+/// spaces or line ends.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum DataHello {
     /// `UPLOAD <transferId>`: this connection sends the file.
-    Upload(String),
+    Upload(#[cfg_attr(feature = "arbitrary", arbitrary(with = crate::arb::transfer_id))] String),
     /// `DOWNLOAD <transferId>`: this connection receives it.
-    Download(String),
+    Download(#[cfg_attr(feature = "arbitrary", arbitrary(with = crate::arb::transfer_id))] String),
 }
 
 /// A data-channel hello that is not `UPLOAD <id>` or `DOWNLOAD <id>`.
@@ -1695,13 +1711,17 @@ impl DataHello {
 }
 
 /// The server's one line on the data channel before the file's bytes.
+///
+/// With the `arbitrary` feature, `Arbitrary` makes reasons without line ends (which the
+/// encoder would turn into spaces).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum DataReply {
     /// `READY`: both sides are attached; the bytes follow (downloader) or may be sent
     /// (uploader).
     Ready,
     /// `ERROR <reason>`: the server closes the connection.
-    Error(String),
+    Error(#[cfg_attr(feature = "arbitrary", arbitrary(with = crate::arb::data_reason))] String),
 }
 
 impl DataReply {

@@ -148,18 +148,37 @@ impl fmt::Display for Command {
 }
 
 /// A complete request from a client.
+///
+/// With the `arbitrary` feature, `Arbitrary` makes only requests that encode in both
+/// dialects: ids and values ASCII without `\n`, keys non-empty too.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum ClientMessage {
     /// `CONNECT <id>` and the 32-byte password hash. The decoder accepts any ASCII id here
     /// (even an empty one, or one ending in `\n` in the course dialect); whether it is a
     /// valid id is the server's decision ([`is_valid_id`]), answered with `CONNECT: ERROR`.
-    Connect { id: String, hash: [u8; HASH_LEN] },
+    Connect {
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::arb::kv_value))]
+        id: String,
+        hash: [u8; HASH_LEN],
+    },
     /// `PUT <key>` and its value.
-    Put { key: String, value: String },
+    Put {
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::arb::kv_key))]
+        key: String,
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::arb::kv_value))]
+        value: String,
+    },
     /// `GET <key>`.
-    Get { key: String },
+    Get {
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::arb::kv_key))]
+        key: String,
+    },
     /// `DELETE <key>`.
-    Delete { key: String },
+    Delete {
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::arb::kv_key))]
+        key: String,
+    },
     /// `DISCONNECT`.
     Disconnect,
 }
@@ -217,7 +236,11 @@ impl ClientMessage {
 }
 
 /// A reply from the server.
+///
+/// With the `arbitrary` feature, `Arbitrary` makes only replies that encode: a `GET` value
+/// is ASCII without `\n` (its CRC is any number).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Reply {
     ConnectOk,
     ConnectError,
@@ -226,6 +249,7 @@ pub enum Reply {
     /// `GET <value>` and the CRC line. `crc` is what the server sent: a decoder does not
     /// check it against the value (see [`Reply::crc_matches`]).
     GetOk {
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::arb::kv_value))]
         value: String,
         crc: u32,
     },

@@ -145,6 +145,54 @@ impl WordCounter {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+
+    /// A text that counts as this counter: the same words, spaces and length, ending inside
+    /// a word or not as the counted text did. Spaces beyond the word separators lead; words
+    /// are `a`, the first one padded with `x`s up to the length, separated by spaces and then
+    /// tabs when the spaces run out (or, without words, all blanks: spaces, then tabs);
+    /// a last blank when the text ended outside a word.
+    ///
+    /// `FILE`, its length and this text is the canonical encoding of a word count.
+    pub fn canonical_text(&self) -> Vec<u8> {
+        let Self {
+            words,
+            spaces,
+            bytes,
+            in_word,
+        } = *self;
+        let len = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        // The blanks words need: between them, and one after the last if the text did not
+        // end in a word. Any text of these counts has at least these bytes.
+        let blanks = words.saturating_sub(1) + u64::from(words > 0 && !in_word);
+        let padding = bytes.saturating_sub(words + blanks.max(spaces));
+        let mut text = Vec::with_capacity(len(bytes));
+        text.resize(len(spaces.saturating_sub(blanks)), b' ');
+        let mut spaces_left = spaces.min(blanks);
+        let mut blank = || {
+            if spaces_left > 0 {
+                spaces_left -= 1;
+                b' '
+            } else {
+                b'\t'
+            }
+        };
+        if words == 0 {
+            text.resize(text.len() + len(padding), b'\t');
+        }
+        for word in 0..words {
+            if word > 0 {
+                text.push(blank());
+            }
+            text.push(b'a');
+            if word == 0 {
+                text.resize(text.len() + len(padding), b'x');
+            }
+        }
+        if words > 0 && !in_word {
+            text.push(blank());
+        }
+        text
+    }
 }
 
 /// Python's `bytes.isspace` bytes.
@@ -244,18 +292,49 @@ impl Default for Limits {
 }
 
 /// A complete message from a client.
+///
+/// With the `arbitrary` feature, `Arbitrary` makes the requests that may follow the name,
+/// within the default [`Limits`] (never a `Name`, which comes first and only first).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Message {
     /// The first token: the client's name (not UTF-8 checked: lossily decoded).
+    #[cfg_attr(feature = "arbitrary", arbitrary(skip))]
     Name(String),
     /// `FIBONACCI`, `n`.
-    Fibonacci(u64),
+    Fibonacci(#[cfg_attr(feature = "arbitrary", arbitrary(with = crate::arb::fibonacci_n))] u64),
     /// `FACTORIAL`, `n`.
-    Factorial(u64),
+    Factorial(#[cfg_attr(feature = "arbitrary", arbitrary(with = crate::arb::factorial_n))] u64),
     /// `FILE`, the length, the text: its words counted.
     WordCount(WordCounter),
     /// `COMPLETE`.
     Complete,
+}
+
+impl Message {
+    /// Appends the message as a client that ends its tokens with `\n` writes it (the
+    /// canonical encoding): `<name>\n`, `FIBONACCI\n<n>\n`, `FACTORIAL\n<n>\n`,
+    /// `FILE\n<len>\n<text>` with the [canonical text](WordCounter::canonical_text) of the
+    /// count, `COMPLETE\n`.
+    ///
+    /// Encoding does not validate: a name with a `\n` or blanks at its ends, or over
+    /// [`MAX_TOKEN`] bytes, does not decode back, nor an `n` over the decoder's limit.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Message::Name(name) => {
+                out.extend_from_slice(name.as_bytes());
+                out.push(b'\n');
+            }
+            Message::Fibonacci(n) => out.extend_from_slice(format!("FIBONACCI\n{n}\n").as_bytes()),
+            Message::Factorial(n) => out.extend_from_slice(format!("FACTORIAL\n{n}\n").as_bytes()),
+            Message::WordCount(counter) => {
+                let text = counter.canonical_text();
+                out.extend_from_slice(format!("FILE\n{}\n", text.len()).as_bytes());
+                out.extend_from_slice(&text);
+            }
+            Message::Complete => out.extend_from_slice(b"COMPLETE\n"),
+        }
+    }
 }
 
 /// A request the server refuses, with the text it answers.

@@ -71,6 +71,7 @@ pub const FLAG_LAST: u16 = 1;
 
 /// How bytes are paired into 16-bit words for the checksum. See the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Pairing {
     /// `p[i] << 8 | p[i+1]` (RFC 1071).
     #[default]
@@ -302,6 +303,7 @@ impl fmt::Debug for Xor {
 
 /// The five header fields as they are on the wire, the length field unchecked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Header {
     pub flag: u16,
     pub checksum: u16,
@@ -355,12 +357,17 @@ impl Header {
 
 /// One packet. `checksum` is the field as received or as set; [`Packet::encode`] computes
 /// it, [`Packet::encode_raw`] sends it as it is.
+///
+/// With the `arbitrary` feature, `Arbitrary` makes packets within the protocol's limit (at
+/// most [`MAX_DATA`] bytes of data); every field is any value.
 #[derive(Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Packet {
     pub flag: u16,
     pub checksum: u16,
     pub keyword: [u8; 4],
     pub sid: i32,
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::arb::packet_data))]
     pub data: Vec<u8>,
 }
 

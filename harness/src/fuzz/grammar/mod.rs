@@ -137,7 +137,7 @@ fn mutate_bytes(bytes: &mut Vec<u8>, rng: &mut Rng) -> &'static str {
             "stretched"
         }
         _ => {
-            bytes.truncate(at);
+            bytes.truncate(at.max(1));
             "truncated"
         }
     }

@@ -113,7 +113,7 @@ Exit codes: 0 nothing found, 1 findings written, 2 usage or setup error.";
 /// `harness fuzz`.
 #[derive(Debug, Args)]
 struct FuzzArgs {
-    /// The protocol the target speaks (kv, chat).
+    /// The protocol the target speaks (kv, chat, packet).
     #[arg(long, value_name = "NAME")]
     protocol: String,
 
@@ -710,9 +710,10 @@ async fn fuzz_command(args: FuzzArgs) -> ExitCode {
         reference_settings: args.reference.into_iter().collect(),
         time_scale: args.time_scale,
     };
+    // A closed stdout (`| head`) stops the printing, not the fuzzing.
     let mut print = |event: fuzz::FuzzEvent<'_>| {
         if let Some(line) = summary::event_line(&event) {
-            println!("{line}");
+            let _ = writeln!(io::stdout(), "{line}");
         }
     };
     match fuzz::fuzz(&opts, &mut print).await {
@@ -725,7 +726,11 @@ async fn fuzz_command(args: FuzzArgs) -> ExitCode {
                 (None, Some(command)) => format!("--exec {}", shell_word(command)),
                 (None, None) => String::new(),
             };
-            print!("{}", summary::summary(&report, &args.out, replay.trim()));
+            let _ = write!(
+                io::stdout(),
+                "{}",
+                summary::summary(&report, &args.out, replay.trim())
+            );
             if report.findings.is_empty() {
                 ExitCode::SUCCESS
             } else {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::case::{Action, Conn, Op, SpecRule, received_template, template_text, yaml_quote};
+use super::case::{Action, Conn, Op, Part, SpecRule, received_template, template_text, yaml_quote};
 use super::grammar::Grammar;
 use super::observe::{Event, Seen};
 
@@ -71,69 +71,111 @@ pub fn build(
         let conn = action.conn;
         match &action.op {
             Op::Connect => step(&mut yaml, format!("connect: {conn}"), origin),
-            Op::Send(parts) => step(
-                &mut yaml,
-                format!(
-                    "send: {{ conn: {conn}, bytes: {} }}",
-                    yaml_quote(&template_text(parts))
-                ),
-                origin,
-            ),
+            Op::Send(parts) => step(&mut yaml, send_step(conn, parts), origin),
             Op::Close => step(&mut yaml, format!("close: {conn}"), origin),
         }
         let mut events: Vec<&(Conn, Event)> = seen.events.iter().collect();
-        if let Some(rule) = action.spec.filter(|r| agrees(*r, conn, &events)) {
+        if let Some(rule) = action.spec
+            && let Some(text) = spec_expectation(grammar, rule, conn, &events)
+        {
             let spec = Origin {
                 spec: true,
                 ..origin
             };
-            match rule {
-                SpecRule::Drop => {
-                    step(&mut yaml, format!("expect_close: {conn}"), spec);
-                }
-                SpecRule::Header(h) => {
-                    let re = format!("^{h}( .*)?$");
-                    step(
-                        &mut yaml,
-                        format!("expect: {{ conn: {conn}, re: {} }}", yaml_quote(&re)),
-                        spec,
-                    );
-                }
-            }
+            step(&mut yaml, text, spec);
             // The rule stands for the acting connection's first event.
             if let Some(at) = events.iter().position(|(c, _)| *c == conn) {
                 events.remove(at);
             }
         }
-        for (c, event) in events {
-            let text = match event {
-                Event::Message(bytes) => {
-                    let received = String::from_utf8_lossy(bytes);
-                    let expected = grammar
-                        .expectation(&received)
-                        .unwrap_or_else(|| received_template(bytes, uniq));
-                    format!("expect: {{ conn: {c}, text: {} }}", yaml_quote(&expected))
-                }
-                Event::Closed => format!("expect_close: {c}"),
-            };
-            step(&mut yaml, text, origin);
+        let mut conns: Vec<Conn> = Vec::new();
+        for (c, _) in &events {
+            if !conns.contains(c) {
+                conns.push(c);
+            }
+        }
+        for c in conns {
+            let frames: Vec<&[u8]> = events
+                .iter()
+                .filter_map(|(ec, e)| match e {
+                    Event::Message(m) if *ec == c => Some(m.as_slice()),
+                    _ => None,
+                })
+                .collect();
+            let texts = grammar.expect_steps(c, &frames).unwrap_or_else(|| {
+                frames
+                    .iter()
+                    .map(|bytes| {
+                        let received = String::from_utf8_lossy(bytes);
+                        let expected = grammar
+                            .expectation(&received)
+                            .unwrap_or_else(|| received_template(bytes, uniq));
+                        format!("expect: {{ conn: {c}, text: {} }}", yaml_quote(&expected))
+                    })
+                    .collect()
+            });
+            for text in texts {
+                step(&mut yaml, text, origin);
+            }
+            if events.iter().any(|(ec, e)| *ec == c && *e == Event::Closed) {
+                step(&mut yaml, format!("expect_close: {c}"), origin);
+            }
         }
     }
     Built { yaml, origins }
 }
 
-/// Whether the reference's first event on `conn` is what the rule requires: where it is
-/// not, the case put the server in a state the rule does not cover (a junk line that
-/// arrives as a `PUT`'s value is a value), and the reference's answer is expected instead.
-fn agrees(rule: SpecRule, conn: Conn, events: &[&(Conn, Event)]) -> bool {
-    let first = events.iter().find(|(c, _)| *c == conn).map(|(_, e)| e);
+/// The step checking `rule` for the action on `conn`, if the reference's first event there
+/// meets the rule: where it does not, the case put the server in a state the rule does not
+/// cover (a junk line that arrives as a `PUT`'s value is a value), and the reference's
+/// answer is expected instead.
+fn spec_expectation(
+    grammar: &dyn Grammar,
+    rule: SpecRule,
+    conn: Conn,
+    events: &[&(Conn, Event)],
+) -> Option<String> {
+    let first = events.iter().find(|(c, _)| *c == conn).map(|(_, e)| e)?;
     match (rule, first) {
-        (SpecRule::Drop, Some(Event::Closed)) => true,
-        (SpecRule::Header(h), Some(Event::Message(m))) => m
-            .strip_prefix(h.as_bytes())
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with(b" ")),
-        _ => false,
+        (SpecRule::Drop, Event::Closed) => Some(format!("expect_close: {conn}")),
+        (SpecRule::Header(h), Event::Message(m))
+            if m.strip_prefix(h.as_bytes())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(b" ")) =>
+        {
+            let re = format!("^{h}( .*)?$");
+            Some(format!(
+                "expect: {{ conn: {conn}, re: {} }}",
+                yaml_quote(&re)
+            ))
+        }
+        (SpecRule::ErrorPacket, Event::Message(m)) => grammar.spec_step(conn, rule, m),
+        _ => None,
     }
+}
+
+/// Longest binary message written as `hex:` (longer ones compress runs with `repeat`).
+const MAX_HEX: usize = 512;
+
+/// A send step: `hex:` for a short binary message, else `bytes:` as a template.
+fn send_step(conn: Conn, parts: &[Part]) -> String {
+    if let [Part::Lit(b)] = parts
+        && b.len() <= MAX_HEX
+        && b.iter()
+            .filter(|&&c| !(c.is_ascii_graphic() || matches!(c, b' ' | b'\n' | b'\r' | b'\t')))
+            .count()
+            * 4
+            > b.len()
+    {
+        let hex: Vec<String> = b.chunks(2).map(hex::encode).collect();
+        return format!(
+            "send: {{ conn: {conn}, hex: {} }}",
+            yaml_quote(&hex.join(" "))
+        );
+    }
+    format!(
+        "send: {{ conn: {conn}, bytes: {} }}",
+        yaml_quote(&template_text(parts))
+    )
 }
 
 /// Closes every connection the case opened that is still open, so the happy flow starts

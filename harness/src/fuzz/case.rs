@@ -39,6 +39,8 @@ pub enum SpecRule {
     Drop,
     /// The reply's header is this (chat: `UNKNOWN_COMMAND`, `PARSE_ERROR`).
     Header(&'static str),
+    /// The reply is an error packet (the packet protocol).
+    ErrorPacket,
 }
 
 impl SpecRule {
@@ -47,6 +49,7 @@ impl SpecRule {
         match self {
             SpecRule::Drop => "the connection is dropped without a reply".into(),
             SpecRule::Header(h) => format!("the reply is {h}"),
+            SpecRule::ErrorPacket => "the reply is an error packet".into(),
         }
     }
 }

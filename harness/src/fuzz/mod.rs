@@ -727,6 +727,16 @@ impl Fuzzer<'_> {
 /// A failure in one line: what went wrong, what was expected and what arrived.
 fn describe(f: &crate::run::Failure) -> String {
     let mut text = f.message.clone();
+    // The caret's label, where it says more than the expected and actual messages do.
+    if let Some(label) = &f.label
+        && (f.expected.is_some() || f.actual.is_some())
+        && !f
+            .actual
+            .as_ref()
+            .is_some_and(|a| label.contains(a.as_str()))
+    {
+        text.push_str(&format!(" ({label})"));
+    }
     match (&f.expected, &f.actual) {
         (Some(e), Some(a)) => text.push_str(&format!(": expected {e}, got {a}")),
         (Some(e), None) => text.push_str(&format!(": expected {e}")),

@@ -86,7 +86,7 @@ async fn replay(out: &Path, target: Option<String>) -> (usize, usize) {
 
 #[tokio::test]
 async fn the_reference_server_gives_no_findings() {
-    for name in ["kv", "chat"] {
+    for name in ["kv", "chat", "packet"] {
         let out = tempfile::tempdir().unwrap();
         let mut opts = options(name, TargetChoice::Reference, out.path());
         opts.cases = Some(60);
@@ -173,6 +173,23 @@ async fn a_chat_server_that_panics_on_a_non_ascii_name_is_found() {
     let report = fuzz_quietly(&options("chat", at(&server), out.path())).await;
     let f = the_finding(&report, &[Oracle::Differs]);
     assert!(f.verdict.label.starts_with("LOGIN"), "{f:#?}");
+    assert_eq!(
+        replay(out.path(), Some(server.addr.to_string())).await,
+        (0, 1)
+    );
+    assert_eq!(replay(out.path(), None).await, (1, 1));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_packet_server_that_takes_a_bad_checksum_is_found() {
+    use reference_impl::packet::fault::Fault;
+    let server = crate::support::packet_server(&[Fault::AcceptsBadChecksum]).await;
+    let out = tempfile::tempdir().unwrap();
+    let report = fuzz_quietly(&options("packet", at(&server), out.path())).await;
+    let f = the_finding(&report, &[Oracle::Spec, Oracle::Differs]);
+    // Instead of a CKSM error packet, the stream.
+    assert!(f.yaml.contains("keyword: \"CKSM\""), "{}", f.yaml);
     assert_eq!(
         replay(out.path(), Some(server.addr.to_string())).await,
         (0, 1)
@@ -290,7 +307,7 @@ fn fuzz_setup_errors_are_clear() {
     let chat_out = chat_out.to_string_lossy().into_owned();
     let cases: &[&[&str]] = &[
         &["fuzz", "--protocol", "ftp"],
-        &["fuzz", "--protocol", "packet"],
+        &["fuzz", "--protocol", "mathsvc"],
         &["fuzz", "--protocol", "kv", "--target", "127.0.0.1:9"],
         &["fuzz", "--protocol", "chat", "--target", "127.0.0.1:9"],
         &["fuzz", "--protocol", "kv", "--exec", "./server"],

@@ -7,11 +7,12 @@
 //! bytes the protocols treat specially put in, ranges cut or repeated, lines stretched past
 //! the limits), leaving template parts (ids, password hashes) whole.
 
-use super::case::{Action, Case, Op, Part};
+use super::case::{Action, Case, Conn, Op, Part, SpecRule};
 use super::rng::Rng;
 
 mod chat;
 mod kv;
+mod packet;
 
 /// A protocol as the fuzzer sees it.
 pub trait Grammar: Sync {
@@ -28,10 +29,20 @@ pub trait Grammar: Sync {
     fn expectation(&self, _received: &str) -> Option<String> {
         None
     }
+    /// The steps (YAML, without the list dash) expecting `frames`, what the reference sent
+    /// on `conn` after one action; `None` expects each as received.
+    fn expect_steps(&self, _conn: Conn, _frames: &[&[u8]]) -> Option<Vec<String>> {
+        None
+    }
+    /// The step checking a rule the protocol itself defines (an error packet), when `first`
+    /// (the reference's first message after the action) meets it.
+    fn spec_step(&self, _conn: Conn, _rule: SpecRule, _first: &[u8]) -> Option<String> {
+        None
+    }
 }
 
 /// The grammars `harness fuzz` knows.
-pub const GRAMMARS: &[&dyn Grammar] = &[&kv::Kv, &chat::Chat];
+pub const GRAMMARS: &[&dyn Grammar] = &[&kv::Kv, &chat::Chat, &packet::PacketServer];
 
 /// The grammar of a protocol, if the fuzzer speaks it.
 pub fn find(name: &str) -> Option<&'static dyn Grammar> {

@@ -36,7 +36,7 @@ use grammar::Grammar;
 use observe::{Reference, Seen};
 pub use target::{TargetChoice, TargetError};
 
-use crate::protocol::{self, Protocol, ReferenceServer};
+use crate::protocol::{self, Protocol};
 use crate::run::{ExecSettings, Outcome, ScenarioResult, next_uniq, run_scenario};
 use crate::scenario::model::{Scenario, SuiteConfig};
 use crate::scenario::{parse_scenario, parse_suite_config};
@@ -317,12 +317,8 @@ pub async fn fuzz(
     };
     let result = fuzzer.run(on_event).await;
     fuzzer.target.stop().await;
-    stop_reference(reference_server).await;
+    reference_server.stop().await;
     result
-}
-
-async fn stop_reference(server: ReferenceServer) {
-    server.stop().await;
 }
 
 /// Refuses a findings folder that holds another protocol's findings (before anything runs).

@@ -42,6 +42,21 @@ fn span(line: u32, col: u32, len: u32) -> Span {
 }
 
 #[test]
+fn meta_keeps_facts_for_tools() {
+    let s = parse("id: t\nmeta: { found_by: harness fuzz, seed: 7 }\nsteps:\n  - C -> S: x\n");
+    assert_eq!(
+        s.meta.get("found_by").map(String::as_str),
+        Some("harness fuzz")
+    );
+    assert_eq!(s.meta.get("seed").map(String::as_str), Some("7"));
+    assert!(parse("id: t\nsteps:\n  - C -> S: x\n").meta.is_empty());
+    snapshot(
+        "meta_not_a_map",
+        &errors("id: t\nmeta: [seed, 7]\nsteps:\n  - C -> S: x\n"),
+    );
+}
+
+#[test]
 fn scenario_metadata_and_defaults() {
     let suite = SuiteConfig {
         points: 3,

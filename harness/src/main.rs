@@ -113,7 +113,7 @@ Exit codes: 0 nothing found, 1 findings written, 2 usage or setup error.";
 /// `harness fuzz`.
 #[derive(Debug, Args)]
 struct FuzzArgs {
-    /// The protocol the target speaks (kv, chat, packet).
+    /// The protocol the target speaks (kv, chat, packet, mathsvc).
     #[arg(long, value_name = "NAME")]
     protocol: String,
 

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::case::{Action, Conn, Op, Part, SpecRule, received_template, template_text, yaml_quote};
-use super::grammar::Grammar;
-use super::observe::{Event, Seen};
+use super::grammar::{Expectation, Grammar};
+use super::observe::{Event, Observation};
 
 /// Which part of a case a scenario step comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,17 +33,19 @@ pub struct Meta {
     pub entries: Vec<(&'static str, String)>,
 }
 
-/// Writes the scenario `id` for `actions` and what the reference did with them (`seen`,
-/// recorded with `uniq`).
+/// Writes the scenario `id` for `actions` and what the reference did with them
+/// (`observed`, recorded with `uniq`).
 pub fn build(
     grammar: &dyn Grammar,
     id: &str,
     title: &str,
     meta: &Meta,
     actions: &[Action],
-    seen: &[Seen],
+    observed: &Observation,
     uniq: &str,
 ) -> Built {
+    let symbols = symbols(observed, uniq);
+    let seen = &observed.seen;
     let mut yaml = String::new();
     let _ = writeln!(yaml, "id: {id}");
     let _ = writeln!(yaml, "title: {}", yaml_quote(title));
@@ -107,10 +109,18 @@ pub fn build(
                     .iter()
                     .map(|bytes| {
                         let received = String::from_utf8_lossy(bytes);
-                        let expected = grammar
-                            .expectation(&received)
-                            .unwrap_or_else(|| received_template(bytes, uniq));
-                        format!("expect: {{ conn: {c}, text: {} }}", yaml_quote(&expected))
+                        match grammar.expectation(&received) {
+                            Some(Expectation::Re(re)) => {
+                                format!("expect: {{ conn: {c}, re: {} }}", yaml_quote(&re))
+                            }
+                            Some(Expectation::Text(text)) => {
+                                format!("expect: {{ conn: {c}, text: {} }}", yaml_quote(&text))
+                            }
+                            None => format!(
+                                "expect: {{ conn: {c}, text: {} }}",
+                                yaml_quote(&received_template(bytes, &symbols))
+                            ),
+                        }
                     })
                     .collect()
             });
@@ -151,6 +161,20 @@ fn spec_expectation(
         (SpecRule::ErrorPacket, Event::Message(m)) => grammar.spec_step(conn, rule, m),
         _ => None,
     }
+}
+
+/// Run-specific values in what the reference sent, and the expressions that give them on
+/// any run: `uniq`, and the UUID of each connection's address (the math service's).
+fn symbols(observed: &Observation, uniq: &str) -> Vec<(Vec<u8>, String)> {
+    let mut symbols = vec![(uniq.as_bytes().to_vec(), "{{uniq}}".to_owned())];
+    for (conn, local) in &observed.locals {
+        let uuid = uuid::Uuid::new_v3(&uuid::Uuid::NAMESPACE_URL, local.as_bytes());
+        symbols.push((
+            uuid.to_string().into_bytes(),
+            format!("{{{{uuid3(local_addr_{conn})}}}}"),
+        ));
+    }
+    symbols
 }
 
 /// Longest binary message written as `hex:` (longer ones compress runs with `repeat`).

@@ -221,15 +221,22 @@ pub fn yaml_quote(text: &str) -> String {
     out
 }
 
-/// Text the target sent, as a template that expands to it: `uniq` (this run's value) is
-/// written `{{uniq}}` so the expectation holds on any run.
-pub fn received_template(bytes: &[u8], uniq: &str) -> String {
+/// Text the target sent, as a template that expands to it, with run-specific values
+/// written as the expressions that give them on any run (`uniq` as `{{uniq}}`, say).
+pub fn received_template(bytes: &[u8], symbols: &[(Vec<u8>, String)]) -> String {
     let mut out = String::new();
     let mut rest = bytes;
-    while let Some(at) = find(rest, uniq.as_bytes()) {
+    loop {
+        let next = symbols
+            .iter()
+            .filter_map(|(value, expr)| find(rest, value).map(|at| (at, value, expr)))
+            .min_by_key(|(at, value, _)| (*at, std::cmp::Reverse(value.len())));
+        let Some((at, value, expr)) = next else {
+            break;
+        };
         out.push_str(&literal_template(&rest[..at]));
-        out.push_str("{{uniq}}");
-        rest = &rest[at + uniq.len()..];
+        out.push_str(expr);
+        rest = &rest[at + value.len()..];
     }
     out.push_str(&literal_template(rest));
     out
@@ -247,6 +254,10 @@ mod tests {
     use super::*;
     use crate::scenario::model::Span;
     use crate::scenario::template::{self, Env};
+
+    fn uniq() -> Vec<(Vec<u8>, String)> {
+        vec![(b"U1".to_vec(), "{{uniq}}".to_owned())]
+    }
 
     fn expand(text: &str) -> Vec<u8> {
         let t = template::parse(text, Span::default()).expect("template");
@@ -277,12 +288,12 @@ mod tests {
     fn a_brace_before_a_template_part_stays_a_brace() {
         let text = template_text(&[Part::Lit(b"a{".to_vec()), Part::Tpl("{{uniq}}")]);
         assert_eq!(expand(&text), b"a{U1");
-        assert_eq!(expand(&received_template(b"{U1{", "U1")), b"{U1{");
+        assert_eq!(expand(&received_template(b"{U1{", &uniq())), b"{U1{");
     }
 
     #[test]
     fn received_text_keeps_uniq_symbolic() {
-        let text = received_template(b"JOINED {\"username\":\"aU1\"}", "U1");
+        let text = received_template(b"JOINED {\"username\":\"aU1\"}", &uniq());
         assert_eq!(text, "JOINED {\"username\":\"a{{uniq}}\"}");
         assert_eq!(expand(&text), b"JOINED {\"username\":\"aU1\"}");
     }
@@ -301,7 +312,7 @@ mod tests {
             }
             let text = template_text(&parts);
             proptest::prop_assert_eq!(expand(&text), want);
-            proptest::prop_assert_eq!(expand(&received_template(&bytes, "U1")), bytes);
+            proptest::prop_assert_eq!(expand(&received_template(&bytes, &uniq())), bytes);
         }
     }
 

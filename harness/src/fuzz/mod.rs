@@ -33,7 +33,7 @@ pub mod target;
 use build::{Built, Meta, Origin};
 use case::{Action, Case};
 use grammar::Grammar;
-use observe::{Reference, Seen};
+use observe::{Observation, Reference};
 pub use target::{TargetChoice, TargetError};
 
 use crate::protocol::{self, Protocol};
@@ -212,10 +212,6 @@ pub enum FuzzEvent<'a> {
 /// Problems that stop a run before or during it (exit code 2).
 #[derive(Debug, thiserror::Error)]
 pub enum FuzzError {
-    #[error(
-        "`harness fuzz` does not speak the {protocol} protocol yet (it speaks: {known}); its suites run with `harness run`"
-    )]
-    Unsupported { protocol: String, known: String },
     #[error("unknown protocol `{protocol}` (known: {known})")]
     UnknownProtocol { protocol: String, known: String },
     #[error(transparent)]
@@ -232,7 +228,7 @@ pub enum FuzzError {
 struct Trial {
     built: Built,
     actions: Vec<Action>,
-    seen: Vec<Seen>,
+    observed: Observation,
     uniq: String,
     verdict: Option<Verdict>,
 }
@@ -262,10 +258,10 @@ pub async fn fuzz(
         });
     };
     let Some(grammar) = grammar::find(protocol.name) else {
-        return Err(FuzzError::Unsupported {
-            protocol: protocol.name.to_owned(),
-            known: grammar::names().join(", "),
-        });
+        return Err(FuzzError::Internal(format!(
+            "no fuzzing grammar for the {} protocol",
+            protocol.name
+        )));
     };
     let suite_path = opts.out.join("suite.yaml");
     let suite = parse_suite_config(&suite_path, grammar.suite_yaml())
@@ -290,6 +286,8 @@ pub async fn fuzz(
         framing: protocol.framing,
         vars: reference_vars,
         greets: matches!(protocol.probe, crate::target::server::Probe::Greeting),
+        first_wait: grammar.reply_wait(),
+        quiet: suite.quiet,
     };
     let target = match Target::start(
         &opts.target,
@@ -492,7 +490,7 @@ impl Fuzzer<'_> {
         actions.extend(build::closing(case));
         actions.extend(self.grammar.happy_flow());
         let uniq = next_uniq();
-        let seen = observe::observe(&self.reference, &actions, &uniq)
+        let observed = observe::observe(&self.reference, &actions, &uniq)
             .await
             .map_err(|e| FuzzError::Internal(e.to_string()))?;
         let id = format!("fuzz/{}/case-{index}", self.protocol.name);
@@ -502,7 +500,7 @@ impl Fuzzer<'_> {
             &format!("case {index}"),
             &Meta::default(),
             &actions,
-            &seen,
+            &observed,
             &uniq,
         );
         let scenario = self.parse(&built)?;
@@ -515,7 +513,7 @@ impl Fuzzer<'_> {
         Ok(Trial {
             built,
             actions,
-            seen,
+            observed,
             uniq,
             verdict,
         })
@@ -688,7 +686,7 @@ impl Fuzzer<'_> {
             &title,
             &meta,
             &trial.actions,
-            &trial.seen,
+            &trial.observed,
             &trial.uniq,
         );
         let mut yaml = format!(

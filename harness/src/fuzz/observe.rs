@@ -19,9 +19,8 @@ use crate::scenario::model::Span;
 use crate::scenario::template::{self, Env};
 use crate::transport::{self, Transport};
 
-/// How long the recorder waits for the first message after an action.
-const FIRST: Duration = Duration::from_millis(8);
-/// How long it waits for each further message.
+/// How long the recorder waits for each message after the first of an action (the first:
+/// the grammar's `reply_wait`).
 const MORE: Duration = Duration::from_millis(2);
 /// How long a close waits for the server's side to close.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
@@ -58,6 +57,10 @@ pub struct Reference {
     /// Whether the server speaks first on a new connection (chat's WELCOME): if not, a
     /// connect is not followed by a wait.
     pub greets: bool,
+    /// How long to wait for the first message after an action.
+    pub first_wait: Duration,
+    /// How long a message without a line end waits for more (the suite's `quiet`).
+    pub quiet: Duration,
 }
 
 /// The reference server could not be talked to: a harness problem, not a finding.
@@ -65,12 +68,21 @@ pub struct Reference {
 #[error("the reference server: {0}")]
 pub struct ObserveError(pub String);
 
+/// What a case did on the reference server.
+#[derive(Debug, Clone, Default)]
+pub struct Observation {
+    /// Per action.
+    pub seen: Vec<Seen>,
+    /// Where each connection came from (servers that answer with a UUID of it).
+    pub locals: BTreeMap<Conn, String>,
+}
+
 /// Runs `actions` against the reference with `uniq` and records each one's effect.
 pub async fn observe(
     reference: &Reference,
     actions: &[Action],
     uniq: &str,
-) -> Result<Vec<Seen>, ObserveError> {
+) -> Result<Observation, ObserveError> {
     let mut env = Env::default();
     for (k, v) in &reference.vars {
         env.set(k.clone(), v.clone().into_bytes());
@@ -80,6 +92,7 @@ pub async fn observe(
     // Connections that were open once and are closed now (by either side).
     let mut gone: Vec<Conn> = Vec::new();
     let mut seen = Vec::with_capacity(actions.len());
+    let mut locals = BTreeMap::new();
     for action in actions {
         let mut s = Seen::default();
         if gone.contains(&action.conn) {
@@ -87,7 +100,11 @@ pub async fn observe(
             continue;
         }
         if !conns.contains_key(action.conn) && action.op != Op::Close {
-            conns.insert(action.conn, connect(reference).await?);
+            let (conn, local) = connect(reference).await?;
+            conns.insert(action.conn, conn);
+            if let Some(local) = local {
+                locals.insert(action.conn, local.to_string());
+            }
         }
         s.ran = true;
         match &action.op {
@@ -113,24 +130,33 @@ pub async fn observe(
             }
         }
         if action.op != Op::Connect || reference.greets {
-            collect(&mut conns, action.conn, &mut s.events, &mut gone).await;
+            // Messages cut by quiet arrive only once the quiet has passed.
+            let quiet = match reference.framing {
+                Framing::Chunks => reference.quiet,
+                _ => Duration::ZERO,
+            };
+            let waits = (reference.first_wait + quiet, MORE + quiet);
+            collect(&mut conns, action.conn, waits, &mut s.events, &mut gone).await;
         }
         seen.push(s);
     }
-    Ok(seen)
+    Ok(Observation { seen, locals })
 }
 
-async fn connect(reference: &Reference) -> Result<Connection, ObserveError> {
+async fn connect(
+    reference: &Reference,
+) -> Result<(Connection, Option<std::net::SocketAddr>), ObserveError> {
     let connected = transport::connect(&reference.addr, &reference.transport, CONNECT_TIMEOUT)
         .await
         .map_err(|e| ObserveError(e.to_string()))?;
-    Ok(Connection::start(
+    let conn = Connection::start(
         connected.stream,
         reference.framing,
-        FIRST,
+        reference.quiet,
         RECV_LIMIT,
         Arc::from(Vec::new()),
-    ))
+    );
+    Ok((conn, connected.local))
 }
 
 /// Takes what arrives after an action: on the acting connection first (it waits longest
@@ -138,6 +164,7 @@ async fn connect(reference: &Reference) -> Result<Connection, ObserveError> {
 async fn collect(
     conns: &mut BTreeMap<Conn, Connection>,
     acting: Conn,
+    (first, more): (Duration, Duration),
     events: &mut Vec<(Conn, Event)>,
     gone: &mut Vec<Conn>,
 ) {
@@ -149,7 +176,7 @@ async fn collect(
         let Some(conn) = conns.get_mut(name) else {
             continue;
         };
-        let mut wait = if name == acting { FIRST } else { MORE };
+        let mut wait = if name == acting { first } else { more };
         loop {
             match conn.recv(Instant::now() + wait).await {
                 Ok(Incoming::Message(frame, _)) => {
@@ -157,7 +184,7 @@ async fn collect(
                     if frame.data != b"PING" {
                         events.push((name, Event::Message(frame.data)));
                     }
-                    wait = MORE;
+                    wait = more;
                 }
                 Ok(Incoming::Closed(..) | Incoming::TooLong(..))
                 | Err(RecvError::AlreadyClosed(_)) => {

@@ -86,12 +86,12 @@ async fn replay(out: &Path, target: Option<String>) -> (usize, usize) {
 
 #[tokio::test]
 async fn the_reference_server_gives_no_findings() {
-    for name in ["kv", "chat", "packet"] {
+    for (name, cases) in [("kv", 60), ("chat", 60), ("packet", 60), ("mathsvc", 30)] {
         let out = tempfile::tempdir().unwrap();
         let mut opts = options(name, TargetChoice::Reference, out.path());
-        opts.cases = Some(60);
+        opts.cases = Some(cases);
         let report = fuzz_quietly(&opts).await;
-        assert_eq!(report.cases, 60);
+        assert_eq!(report.cases, cases);
         assert!(
             report.findings.is_empty() && report.unconfirmed == 0,
             "{name}: {report:#?}"
@@ -190,6 +190,24 @@ async fn a_packet_server_that_takes_a_bad_checksum_is_found() {
     let f = the_finding(&report, &[Oracle::Spec, Oracle::Differs]);
     // Instead of a CKSM error packet, the stream.
     assert!(f.yaml.contains("keyword: \"CKSM\""), "{}", f.yaml);
+    assert_eq!(
+        replay(out.path(), Some(server.addr.to_string())).await,
+        (0, 1)
+    );
+    assert_eq!(replay(out.path(), None).await, (1, 1));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_math_service_whose_factorials_overflow_is_found() {
+    use reference_impl::mathsvc::fault::Fault;
+    let server = crate::support::mathsvc_server(&[Fault::FactorialOverflowsU64]).await;
+    let out = tempfile::tempdir().unwrap();
+    let report = fuzz_quietly(&options("mathsvc", at(&server), out.path())).await;
+    let f = the_finding(&report, &[Oracle::Differs]);
+    assert!(f.verdict.label.starts_with("FACTORIAL"), "{f:#?}");
+    // The answers carry the UUID of the connection's address, as an expression.
+    assert!(f.yaml.contains("{{uuid3(local_addr_C1)}}"), "{}", f.yaml);
     assert_eq!(
         replay(out.path(), Some(server.addr.to_string())).await,
         (0, 1)
@@ -307,7 +325,6 @@ fn fuzz_setup_errors_are_clear() {
     let chat_out = chat_out.to_string_lossy().into_owned();
     let cases: &[&[&str]] = &[
         &["fuzz", "--protocol", "ftp"],
-        &["fuzz", "--protocol", "mathsvc"],
         &["fuzz", "--protocol", "kv", "--target", "127.0.0.1:9"],
         &["fuzz", "--protocol", "chat", "--target", "127.0.0.1:9"],
         &["fuzz", "--protocol", "kv", "--exec", "./server"],

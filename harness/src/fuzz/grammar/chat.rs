@@ -4,7 +4,7 @@
 //! transfers are left out: their timers and random numbers make replies differ between
 //! correct servers.
 
-use super::Grammar;
+use super::{Expectation, Grammar};
 use crate::fuzz::case::{Action, Case, Conn, HAPPY, Part, SpecRule};
 use crate::fuzz::rng::Rng;
 
@@ -179,9 +179,9 @@ impl Grammar for Chat {
     }
 
     /// The welcome text is the server's to choose.
-    fn expectation(&self, received: &str) -> Option<String> {
+    fn expectation(&self, received: &str) -> Option<Expectation> {
         received
             .starts_with("WELCOME ")
-            .then(|| "WELCOME {\"msg\":\"<string>\"}".to_owned())
+            .then(|| Expectation::Text("WELCOME {\"msg\":\"<string>\"}".to_owned()))
     }
 }

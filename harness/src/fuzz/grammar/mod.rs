@@ -12,6 +12,7 @@ use super::rng::Rng;
 
 mod chat;
 mod kv;
+mod mathsvc;
 mod packet;
 
 /// A protocol as the fuzzer sees it.
@@ -20,13 +21,19 @@ pub trait Grammar: Sync {
     fn name(&self) -> &'static str;
     /// The `suite.yaml` of the folder findings are written to.
     fn suite_yaml(&self) -> &'static str;
+    /// How long the reference may take to answer a message: a short wait for protocols
+    /// where many messages get no answer, longer where every message gets one.
+    fn reply_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(8)
+    }
     /// A valid session (before mutation).
     fn session(&self, rng: &mut Rng) -> Case;
     /// What follows every case: close what is open, then a fresh client's happy flow.
     fn happy_flow(&self) -> Vec<Action>;
-    /// An expectation (template text) for a message the reference sent; `None` writes it
-    /// as received. For text the spec leaves to the server (chat's welcome message).
-    fn expectation(&self, _received: &str) -> Option<String> {
+    /// How to expect a message the reference sent, where the spec leaves its text to the
+    /// server (chat's welcome message, the math service's error texts); `None` expects it as
+    /// received.
+    fn expectation(&self, _received: &str) -> Option<Expectation> {
         None
     }
     /// The steps (YAML, without the list dash) expecting `frames`, what the reference sent
@@ -41,8 +48,22 @@ pub trait Grammar: Sync {
     }
 }
 
+/// An expected message the spec leaves partly open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expectation {
+    /// Template text (with `<string>` placeholders in JSON bodies).
+    Text(String),
+    /// A regular expression the message must match.
+    Re(String),
+}
+
 /// The grammars `harness fuzz` knows.
-pub const GRAMMARS: &[&dyn Grammar] = &[&kv::Kv, &chat::Chat, &packet::PacketServer];
+pub const GRAMMARS: &[&dyn Grammar] = &[
+    &kv::Kv,
+    &chat::Chat,
+    &packet::PacketServer,
+    &mathsvc::MathService,
+];
 
 /// The grammar of a protocol, if the fuzzer speaks it.
 pub fn find(name: &str) -> Option<&'static dyn Grammar> {
@@ -157,6 +178,13 @@ fn mutate_bytes(bytes: &mut Vec<u8>, rng: &mut Rng) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_protocol_has_a_grammar() {
+        for protocol in crate::protocol::PROTOCOLS {
+            assert!(find(protocol.name).is_some(), "{}", protocol.name);
+        }
+    }
 
     #[test]
     fn the_same_seed_gives_the_same_cases() {

@@ -16,13 +16,14 @@
 //! the case, a fresh client's happy flow failed (`alive`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 pub mod build;
 pub mod case;
+mod findings;
 pub mod grammar;
 pub mod observe;
 pub mod rng;
@@ -32,6 +33,7 @@ pub mod target;
 
 use build::{Built, Meta, Origin};
 use case::{Action, Case};
+use findings::{check_out, make_out, one_line, slug, unused_stem};
 use grammar::Grammar;
 use observe::{Observation, Reference};
 pub use target::{TargetChoice, TargetError};
@@ -317,50 +319,6 @@ pub async fn fuzz(
     fuzzer.target.stop().await;
     reference_server.stop().await;
     result
-}
-
-/// Refuses a findings folder that holds another protocol's findings (before anything runs).
-fn check_out(out: &Path, grammar: &dyn Grammar) -> Result<(), FuzzError> {
-    let suite = out.join("suite.yaml");
-    match std::fs::read_to_string(&suite) {
-        Ok(text) => {
-            let config =
-                parse_suite_config(&suite, &text).map_err(|d| out_error(&suite, d.render()))?;
-            if config.protocol.as_deref() == Some(grammar.name()) {
-                Ok(())
-            } else {
-                Err(out_error(
-                    &suite,
-                    format!(
-                        "the folder holds findings of protocol `{}`, not {}: choose another --out",
-                        config.protocol.unwrap_or_default(),
-                        grammar.name()
-                    ),
-                ))
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(out_error(&suite, format!("cannot read it: {e}"))),
-    }
-}
-
-/// Makes the findings folder, with the protocol's `suite.yaml`, when the first finding is
-/// written.
-fn make_out(out: &Path, grammar: &dyn Grammar) -> Result<(), FuzzError> {
-    std::fs::create_dir_all(out).map_err(|e| out_error(out, format!("cannot create it: {e}")))?;
-    let suite = out.join("suite.yaml");
-    if suite.exists() {
-        return Ok(());
-    }
-    std::fs::write(&suite, grammar.suite_yaml())
-        .map_err(|e| out_error(&suite, format!("cannot write it: {e}")))
-}
-
-fn out_error(path: &Path, reason: String) -> FuzzError {
-    FuzzError::Out {
-        path: path.display().to_string(),
-        reason,
-    }
 }
 
 /// How often a run reports progress.
@@ -742,46 +700,4 @@ fn describe(f: &crate::run::Failure) -> String {
         }
     }
     one_line(&text)
-}
-
-fn one_line(text: &str) -> String {
-    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.chars().count() > 200 {
-        let cut: String = line.chars().take(200).collect();
-        format!("{cut}...")
-    } else {
-        line
-    }
-}
-
-/// A label as part of a file name: `junk:too-long` -> `junk-too-long`.
-fn slug(label: &str) -> String {
-    let s: String = label
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let s = s.trim_matches('-').to_owned();
-    if s.is_empty() { "case".into() } else { s }
-}
-
-/// `stem`, or `stem-2`, ... : the first with no file in `dir`.
-fn unused_stem(dir: &Path, stem: &str) -> String {
-    let mut n = 1;
-    loop {
-        let candidate = if n == 1 {
-            stem.to_owned()
-        } else {
-            format!("{stem}-{n}")
-        };
-        if !dir.join(format!("{candidate}.yaml")).exists() {
-            return candidate;
-        }
-        n += 1;
-    }
 }

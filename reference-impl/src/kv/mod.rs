@@ -11,6 +11,7 @@ pub mod client;
 pub mod codec;
 #[doc(hidden)]
 pub mod fault;
+pub mod rsa;
 #[doc(hidden)]
 pub mod sabotage;
 pub mod server;

@@ -131,6 +131,59 @@ pub fn line_parsers(data: &[u8]) {
     kv_server_decoder(data);
     chat_line_decoder(data);
     mathsvc_decoder(data);
+    kv_rsa_pem_reader(data);
+}
+
+/// Feeds the stream to the KV-RSA variant's [`PemReader`](crate::kv::rsa::PemReader), read
+/// by read, then tells it the peer went quiet.
+///
+/// Checks that the reader holds no more than [`MAX_PEM`](crate::kv::rsa::MAX_PEM) bytes (plus
+/// the read that completes a key), that a key is the protocol's size, that the bytes handed
+/// back after a key and the reads not yet fed are exactly the rest of the stream, and that
+/// however the stream is cut the outcome is the one of the whole stream in one read.
+pub fn kv_rsa_pem_reader(data: &[u8]) {
+    use crate::kv::rsa::{BLOCK_LEN, PemReader};
+    use rsa::traits::PublicKeyParts;
+
+    let Some(input) = FuzzInput::parse(data) else {
+        return;
+    };
+    let stream: Vec<u8> = input.reads.concat();
+    let outcome = |reads: &[&[u8]]| {
+        let mut reader = PemReader::default();
+        let mut fed = 0;
+        for (i, read) in reads.iter().enumerate() {
+            fed += read.len();
+            match reader.push(read) {
+                Ok(None) => {}
+                Ok(Some((key, rest))) => {
+                    assert_eq!(key.size(), BLOCK_LEN, "a key of another size was taken");
+                    let later: Vec<u8> = reads[i + 1..].concat();
+                    let consumed = fed - rest.len();
+                    assert_eq!(
+                        [rest.as_slice(), &later].concat(),
+                        stream[consumed..],
+                        "the bytes after the key are not the rest of the stream"
+                    );
+                    return Some(Ok(consumed));
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        match reader.finish() {
+            Ok(Some((key, rest))) => {
+                assert_eq!(key.size(), BLOCK_LEN);
+                Some(Ok(stream.len() - rest.len()))
+            }
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    };
+    assert_eq!(
+        outcome(&input.reads),
+        outcome(&[&stream]),
+        "the reads changed the outcome"
+    );
 }
 
 /// Feeds the stream to a chat [`LineDecoder`](crate::chat::codec::LineDecoder) (byte 1 is

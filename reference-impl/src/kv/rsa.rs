@@ -293,6 +293,20 @@ mod tests {
         assert_eq!(PemReader::default().finish(), Ok(None));
     }
 
+    /// A key as `openssl rsa -RSAPublicKey_out` writes it (other implementations' PEM).
+    const OPENSSL_KEY: &str = "\
+-----BEGIN RSA PUBLIC KEY-----\n\
+MEgCQQC56ODMygy3gmRFHHxtq6ED8/+nuY77kY3i6jjQz+zOEaxesqz3csnBWR13\n\
+psNZt6dnHmy9tB+JXmHWYTM61muLAgMBAAE=\n\
+-----END RSA PUBLIC KEY-----\n";
+
+    #[test]
+    fn keys_made_elsewhere_are_read() {
+        let key = parse_public_key(OPENSSL_KEY.as_bytes()).expect("the key");
+        let block = encrypt(&key, b"CONNECT alice").expect("encrypts");
+        assert_eq!(block.len(), BLOCK_LEN);
+    }
+
     #[test]
     fn bad_keys_are_named() {
         let err = PemReader::default()

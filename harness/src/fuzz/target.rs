@@ -195,10 +195,7 @@ impl Target {
         else {
             return None;
         };
-        let mut watch = s.watch();
-        let deadline = tokio::time::Instant::now() + grace;
-        while watch.with(|o| o.exit.is_none()) && watch.changed(deadline).await {}
-        s.exit()
+        s.watch().exit_by(tokio::time::Instant::now() + grace).await
     }
 
     /// What the target printed last (a started target only).

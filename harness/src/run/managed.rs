@@ -365,10 +365,7 @@ async fn look_again(
     }
     // A target that just closed every connection may be exiting: give the exit a moment
     // to be seen before calling it alive.
-    let mut watch = ran.watch.clone();
-    let deadline = Instant::now() + EXIT_GRACE;
-    while watch.with(|o| o.exit.is_none()) && watch.changed(deadline).await {}
-    let exit = ran.watch.with(|o| o.exit.map(|(_, e)| e));
+    let exit = ran.watch.clone().exit_by(Instant::now() + EXIT_GRACE).await;
     let verdict = if let Some(exit) = exit {
         Some((
             Outcome::Crashed,

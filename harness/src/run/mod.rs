@@ -625,8 +625,7 @@ async fn serve_scenario(
         let mut watch = client.watch();
         // A client whose connections just closed usually ends by itself: what it prints
         // then belongs in the transcript.
-        let deadline = Instant::now() + CLIENT_LINGER;
-        while watch.with(|o| o.exit.is_none()) && watch.changed(deadline).await {}
+        watch.exit_by(Instant::now() + CLIENT_LINGER).await;
         client.stop().await;
         result
             .transcript

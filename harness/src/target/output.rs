@@ -254,6 +254,12 @@ impl OutputWatch {
         f(&lock(&self.state).output)
     }
 
+    /// Waits until the program has ended or `deadline` passes; how it ended, if it has.
+    pub async fn exit_by(&mut self, deadline: Instant) -> Option<Exit> {
+        while self.with(|o| o.exit.is_none()) && self.changed(deadline).await {}
+        self.with(|o| o.exit.map(|(_, e)| e))
+    }
+
     /// Waits until something changes or `deadline` passes; `false` at the deadline.
     pub async fn changed(&mut self, deadline: Instant) -> bool {
         match tokio::time::timeout_at(deadline, self.changed.changed()).await {

@@ -92,12 +92,9 @@ impl Process {
     pub async fn stop(mut self) {
         if self.watch.with(|o| o.exit.is_none()) {
             self.signal(Signal::Term);
-            let deadline = tokio::time::Instant::now() + STOP_GRACE;
-            while self.watch.with(|o| o.exit.is_none()) {
-                if !self.watch.changed(deadline).await {
-                    break;
-                }
-            }
+            self.watch
+                .exit_by(tokio::time::Instant::now() + STOP_GRACE)
+                .await;
         }
         // Children of the program may outlive it in the group: KILL reaches them too.
         self.signal(Signal::Kill);

@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::case::{Action, Conn, Op, Part, SpecRule, received_template, template_text, yaml_quote};
+use super::case::{Action, Conn, Op, Part, SpecRule, received_template, template_text};
 use super::grammar::{Expectation, Grammar};
 use super::observe::{Event, Observation};
+use crate::scenario::yaml_quote;
 
 /// Which part of a case a scenario step comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,8 +5,6 @@
 //! template expressions (`{{uniq}}`, `{{pbkdf2(password)}}`) which they leave whole, so a
 //! case stays meaningful on any run (each run has its own `uniq`) and reads well as YAML.
 
-use std::fmt::Write as _;
-
 /// A connection of a case: `C1`, `C2`, ...; the happy flow after the case uses `H`.
 pub type Conn = &'static str;
 
@@ -200,27 +198,6 @@ fn plain(b: u8) -> bool {
     (0x20..0x7f).contains(&b)
 }
 
-/// A YAML double-quoted scalar holding `text` exactly.
-pub fn yaml_quote(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// Text the target sent, as a template that expands to it, with run-specific values
 /// written as the expressions that give them on any run (`uniq` as `{{uniq}}`, say).
 pub fn received_template(bytes: &[u8], symbols: &[(Vec<u8>, String)]) -> String {
@@ -314,10 +291,5 @@ mod tests {
             proptest::prop_assert_eq!(expand(&text), want);
             proptest::prop_assert_eq!(expand(&received_template(&bytes, &uniq())), bytes);
         }
-    }
-
-    #[test]
-    fn yaml_quoting_is_exact() {
-        assert_eq!(yaml_quote("a\"b\\c\nd"), r#""a\"b\\c\nd""#);
     }
 }

@@ -191,7 +191,7 @@ fn one_line(s: &str) -> String {
 /// Writes `key: value` indented two spaces, quoting the value as YAML needs.
 fn yaml_field(out: &mut String, key: &str, value: &str) {
     if value.chars().any(|c| c.is_control() && c != '\n') {
-        let _ = writeln!(out, "  {key}: {}", yaml_double_quoted(value));
+        let _ = writeln!(out, "  {key}: {}", crate::scenario::yaml_quote(value));
     } else if value.contains('\n') {
         // A literal block; an indentation indicator when the first line starts with a space.
         let indicator = if value.starts_with(' ') { "2" } else { "" };
@@ -228,25 +228,6 @@ fn is_plain(s: &str) -> bool {
         && !s.contains(" #")
         && !s.ends_with(':')
         && s.chars().all(|c| !c.is_control())
-}
-
-fn yaml_double_quoted(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 impl Reporter for TapReporter<'_> {

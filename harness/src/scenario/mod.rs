@@ -23,6 +23,7 @@ pub use parse::{
     source_text,
 };
 pub use template::{Env, TemplateError, check_vars};
+pub use yaml::yaml_quote;
 
 #[cfg(test)]
 mod tests;

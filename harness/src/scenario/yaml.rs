@@ -10,12 +10,34 @@
 //! make most: an unquoted `: ` inside a message, and tabs used for indentation.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use saphyr_parser::{Event, Marker, Parser, ScalarStyle, ScanError};
 
 use super::diagnostic::Diagnostic;
 use super::model::{SourceFile, Span};
+
+/// A YAML double-quoted scalar holding `text` exactly.
+pub fn yaml_quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
 
 /// Lists and mappings nested deeper than this are refused (scenarios need about five).
 const MAX_DEPTH: usize = 64;
@@ -422,6 +444,12 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+
+    #[test]
+    fn yaml_quoting_is_exact() {
+        assert_eq!(yaml_quote("a\"b\\c\nd"), r#""a\"b\\c\nd""#);
+        assert_eq!(yaml_quote("bell\u{7}"), r#""bell\u0007""#);
+    }
 
     fn file(text: &str) -> Arc<SourceFile> {
         Arc::new(SourceFile {

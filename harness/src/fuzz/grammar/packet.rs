@@ -6,8 +6,9 @@
 //! server's own. The decrypted reply is not fuzzed.
 
 use super::Grammar;
-use crate::fuzz::case::{Action, Case, Conn, HAPPY, Part, SpecRule, yaml_quote};
+use crate::fuzz::case::{Action, Case, Conn, HAPPY, Part, SpecRule};
 use crate::fuzz::rng::Rng;
+use crate::scenario::yaml_quote;
 use reference_impl::packet::codec::{FLAG_LAST, HEADER_LEN, Header, Packet, Pairing};
 
 pub struct PacketServer;

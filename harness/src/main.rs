@@ -723,7 +723,9 @@ async fn fuzz_command(args: FuzzArgs) -> ExitCode {
                     "--target {addr}{}",
                     if args.insecure { " --insecure" } else { "" }
                 ),
-                (None, Some(command)) => format!("--exec {}", shell_word(command)),
+                (None, Some(command)) => {
+                    format!("--exec {}", harness::target::client::shell_quote(command))
+                }
                 (None, None) => String::new(),
             };
             let _ = write!(
@@ -739,11 +741,6 @@ async fn fuzz_command(args: FuzzArgs) -> ExitCode {
         }
         Err(e) => setup_error(&e.to_string()),
     }
-}
-
-/// `s` as one shell word.
-fn shell_word(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 async fn serve_command(args: ServeArgs) -> ExitCode {

@@ -19,6 +19,13 @@ pub enum Part {
     Tpl(&'static str),
 }
 
+impl Part {
+    /// Literal text.
+    pub fn text(s: &str) -> Self {
+        Part::Lit(s.as_bytes().to_vec())
+    }
+}
+
 /// What an action does.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Op {
@@ -90,8 +97,13 @@ impl Action {
         }
     }
 
-    pub fn with_spec(mut self, rule: SpecRule) -> Self {
-        self.spec = Some(rule);
+    pub fn with_spec(self, rule: SpecRule) -> Self {
+        self.with_spec_if(Some(rule))
+    }
+
+    /// The action with what the spec requires of it, if anything.
+    pub fn with_spec_if(mut self, rule: Option<SpecRule>) -> Self {
+        self.spec = rule;
         self
     }
 

@@ -414,14 +414,9 @@ impl Fuzzer<'_> {
     }
 
     async fn accepts(&self) -> bool {
-        matches!(
-            tokio::time::timeout(
-                Duration::from_secs(2),
-                tokio::net::TcpStream::connect(self.target.addr())
-            )
-            .await,
-            Ok(Ok(_))
-        )
+        target::reachable(&self.target.addr(), Duration::from_secs(2))
+            .await
+            .is_ok()
     }
 
     fn settings(&self) -> ExecSettings {

@@ -112,7 +112,7 @@ impl Target {
                 } else {
                     Transport::Tcp
                 };
-                if let Err(e) = reachable(addr).await {
+                if let Err(e) = reachable(addr, Duration::from_secs(5)).await {
                     return Err(TargetError::Unreachable {
                         addr: addr.clone(),
                         reason: e,
@@ -248,15 +248,18 @@ impl Target {
     }
 }
 
-/// Whether `addr` accepts a TCP connection (within a few seconds).
-async fn reachable(addr: &str) -> Result<(), String> {
-    match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await {
+/// Whether `addr` accepts a TCP connection within `within`; if not, why.
+pub(super) async fn reachable(addr: &str, within: Duration) -> Result<(), String> {
+    match tokio::time::timeout(within, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             Err("connection refused: is the server running and listening there?".into())
         }
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no answer within 5s".into()),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(within)
+        )),
     }
 }
 

@@ -219,7 +219,9 @@ pub fn check_server_command(template: &str) -> Result<(), String> {
     ))
 }
 
-fn shell_quote(v: &str) -> String {
+/// `v` as one shell word: as it is when nothing in it is special to `sh`, else in single
+/// quotes.
+pub fn shell_quote(v: &str) -> String {
     let plain = !v.is_empty()
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._:/@%+=,-".contains(&b));

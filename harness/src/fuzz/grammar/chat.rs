@@ -20,10 +20,6 @@ background:
     reply: PONG
 ";
 
-fn lit(s: &str) -> Part {
-    Part::Lit(s.as_bytes().to_vec())
-}
-
 /// The username of a connection: `a{{uniq}}` for C1, `b{{uniq}}` for C2.
 fn user(conn: Conn) -> &'static str {
     if conn == "C2" {
@@ -35,22 +31,22 @@ fn user(conn: Conn) -> &'static str {
 
 fn login(conn: Conn, rng: &mut Rng) -> Action {
     let (label, name): (&str, Vec<Part>) = match rng.below(14) {
-        0 => ("LOGIN:too-short", vec![lit("ab")]),
-        1 => ("LOGIN:too-long", vec![lit("abcdefghijklmno")]),
+        0 => ("LOGIN:too-short", vec![Part::text("ab")]),
+        1 => ("LOGIN:too-long", vec![Part::text("abcdefghijklmno")]),
         2 => (
             "LOGIN:bad-character",
-            vec![lit("a-"), Part::Tpl("{{uniq}}")],
+            vec![Part::text("a-"), Part::Tpl("{{uniq}}")],
         ),
         3 => (
             "LOGIN:non-ascii",
-            vec![lit("\u{e9}"), Part::Tpl("{{uniq}}")],
+            vec![Part::text("\u{e9}"), Part::Tpl("{{uniq}}")],
         ),
         4 => ("LOGIN:empty", vec![]),
         _ => ("LOGIN", vec![Part::Tpl(user(conn))]),
     };
-    let mut parts = vec![lit("LOGIN {\"username\":\"")];
+    let mut parts = vec![Part::text("LOGIN {\"username\":\"")];
     parts.extend(name);
-    parts.push(lit("\"}\n"));
+    parts.push(Part::text("\"}\n"));
     Action::send(conn, label, parts)
 }
 
@@ -70,21 +66,25 @@ fn malformed(conn: Conn, rng: &mut Rng) -> Action {
         0 => Action::send(
             conn,
             "malformed:unknown-header",
-            vec![lit("MSG hello there\n")],
+            vec![Part::text("MSG hello there\n")],
         )
         .with_spec(SpecRule::Header("UNKNOWN_COMMAND")),
-        1 => Action::send(conn, "malformed:lowercase-header", vec![lit("bye\n")])
-            .with_spec(SpecRule::Header("UNKNOWN_COMMAND")),
+        1 => Action::send(
+            conn,
+            "malformed:lowercase-header",
+            vec![Part::text("bye\n")],
+        )
+        .with_spec(SpecRule::Header("UNKNOWN_COMMAND")),
         2 => Action::send(
             conn,
             "malformed:body-not-json",
-            vec![lit("BROADCAST_REQ {\"aaaa\"}\n")],
+            vec![Part::text("BROADCAST_REQ {\"aaaa\"}\n")],
         )
         .with_spec(SpecRule::Header("PARSE_ERROR")),
         _ => Action::send(
             conn,
             "malformed:body-cut",
-            vec![lit("LOGIN {\"username\":\n")],
+            vec![Part::text("LOGIN {\"username\":\n")],
         )
         .with_spec(SpecRule::Header("PARSE_ERROR")),
     }
@@ -97,29 +97,31 @@ fn request(conn: Conn, other: Conn, rng: &mut Rng) -> Action {
             Action::send(
                 conn,
                 "BROADCAST_REQ",
-                vec![lit(&format!("BROADCAST_REQ {{\"message\":\"{m}\"}}\n"))],
+                vec![Part::text(&format!(
+                    "BROADCAST_REQ {{\"message\":\"{m}\"}}\n"
+                ))],
             )
         }
         3 | 4 => {
             let to = if rng.chance(70) {
                 Part::Tpl(user(other))
             } else {
-                lit("nobody_here")
+                Part::text("nobody_here")
             };
             let m = message(rng);
             Action::send(
                 conn,
                 "PRIVATE_MESSAGE_REQ",
                 vec![
-                    lit("PRIVATE_MESSAGE_REQ {\"receiver\":\""),
+                    Part::text("PRIVATE_MESSAGE_REQ {\"receiver\":\""),
                     to,
-                    lit(&format!("\",\"message\":\"{m}\"}}\n")),
+                    Part::text(&format!("\",\"message\":\"{m}\"}}\n")),
                 ],
             )
         }
-        5 => Action::send(conn, "LIST_USERS_REQ", vec![lit("LIST_USERS_REQ\n")]),
-        6 => Action::send(conn, "PONG", vec![lit("PONG\n")]),
-        7 => Action::send(conn, "BYE", vec![lit("BYE\n")]),
+        5 => Action::send(conn, "LIST_USERS_REQ", vec![Part::text("LIST_USERS_REQ\n")]),
+        6 => Action::send(conn, "PONG", vec![Part::text("PONG\n")]),
+        7 => Action::send(conn, "BYE", vec![Part::text("BYE\n")]),
         8 => Action::close(conn),
         9 => login(conn, rng),
         _ => malformed(conn, rng),
@@ -164,17 +166,17 @@ impl Grammar for Chat {
                 HAPPY,
                 "LOGIN",
                 vec![
-                    lit("LOGIN {\"username\":\"h"),
+                    Part::text("LOGIN {\"username\":\"h"),
                     Part::Tpl("{{uniq}}"),
-                    lit("\"}\n"),
+                    Part::text("\"}\n"),
                 ],
             ),
             Action::send(
                 HAPPY,
                 "BROADCAST_REQ",
-                vec![lit("BROADCAST_REQ {\"message\":\"still there?\"}\n")],
+                vec![Part::text("BROADCAST_REQ {\"message\":\"still there?\"}\n")],
             ),
-            Action::send(HAPPY, "BYE", vec![lit("BYE\n")]),
+            Action::send(HAPPY, "BYE", vec![Part::text("BYE\n")]),
         ]
     }
 

@@ -20,10 +20,6 @@ vars:
   wrong_password: not-the-secret
 ";
 
-fn lit(s: &str) -> Part {
-    Part::Lit(s.as_bytes().to_vec())
-}
-
 /// The client id of a connection: `u{{uniq}}` or `v{{uniq}}`.
 fn id(second: bool) -> Part {
     Part::Tpl(if second { "v{{uniq}}" } else { "u{{uniq}}" })
@@ -35,7 +31,7 @@ fn login(conn: Conn, second_id: bool, rng: &mut Rng) -> Vec<Action> {
     } else {
         Part::Tpl("{{pbkdf2(password)}}")
     };
-    let connect = vec![lit("CONNECT "), id(second_id), lit("\n")];
+    let connect = vec![Part::text("CONNECT "), id(second_id), Part::text("\n")];
     if rng.chance(25) {
         // Both in one write: the server must cut the line from the hash itself.
         let mut parts = connect;
@@ -93,11 +89,11 @@ fn request(conn: Conn, rng: &mut Rng) -> Action {
     match rng.below(12) {
         0..=3 => {
             let v = value(rng);
-            Action::send(conn, "PUT", vec![lit(&format!("PUT {key}\n{v}\n"))])
+            Action::send(conn, "PUT", vec![Part::text(&format!("PUT {key}\n{v}\n"))])
         }
-        4..=6 => Action::send(conn, "GET", vec![lit(&format!("GET {key}\n"))]),
-        7 | 8 => Action::send(conn, "DELETE", vec![lit(&format!("DELETE {key}\n"))]),
-        9 => Action::send(conn, "DISCONNECT", vec![lit("DISCONNECT\n")]),
+        4..=6 => Action::send(conn, "GET", vec![Part::text(&format!("GET {key}\n"))]),
+        7 | 8 => Action::send(conn, "DELETE", vec![Part::text(&format!("DELETE {key}\n"))]),
+        9 => Action::send(conn, "DISCONNECT", vec![Part::text("DISCONNECT\n")]),
         10 => Action::close(conn),
         _ => junk(conn, rng),
     }
@@ -140,12 +136,12 @@ impl Grammar for Kv {
             Action::send(
                 HAPPY,
                 "CONNECT",
-                vec![lit("CONNECT "), id(false), lit("\n")],
+                vec![Part::text("CONNECT "), id(false), Part::text("\n")],
             ),
             Action::send(HAPPY, "hash", vec![Part::Tpl("{{pbkdf2(password)}}")]),
-            Action::send(HAPPY, "GET", vec![lit("GET colour\n")]),
-            Action::send(HAPPY, "PUT", vec![lit("PUT happy\nflow\n")]),
-            Action::send(HAPPY, "GET", vec![lit("GET happy\n")]),
+            Action::send(HAPPY, "GET", vec![Part::text("GET colour\n")]),
+            Action::send(HAPPY, "PUT", vec![Part::text("PUT happy\nflow\n")]),
+            Action::send(HAPPY, "GET", vec![Part::text("GET happy\n")]),
         ]
     }
 }

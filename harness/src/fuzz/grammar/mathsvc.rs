@@ -21,23 +21,31 @@ timeout: 3s
 quiet: 30ms
 ";
 
-fn lit(s: &str) -> Part {
-    Part::Lit(s.as_bytes().to_vec())
-}
-
 fn name(conn: Conn, rng: &mut Rng) -> Action {
     match rng.below(8) {
-        0 => Action::send(conn, "name:empty", vec![lit("\n")]),
-        1 => Action::send(conn, "name:long", vec![lit(&"n".repeat(1_100)), lit("\n")]),
+        0 => Action::send(conn, "name:empty", vec![Part::text("\n")]),
+        1 => Action::send(
+            conn,
+            "name:long",
+            vec![Part::text(&"n".repeat(1_100)), Part::text("\n")],
+        ),
         2 => Action::send(
             conn,
             "name:non-ascii",
-            vec![lit("\u{e9}l\u{e8}ve"), Part::Tpl("{{uniq}}"), lit("\n")],
+            vec![
+                Part::text("\u{e9}l\u{e8}ve"),
+                Part::Tpl("{{uniq}}"),
+                Part::text("\n"),
+            ],
         ),
         _ => Action::send(
             conn,
             "name",
-            vec![lit("student"), Part::Tpl("{{uniq}}"), lit("\n")],
+            vec![
+                Part::text("student"),
+                Part::Tpl("{{uniq}}"),
+                Part::text("\n"),
+            ],
         ),
     }
 }
@@ -71,7 +79,11 @@ fn request(conn: Conn, rng: &mut Rng) -> Action {
     match rng.below(10) {
         0 | 1 => {
             let n = number(rng, 100_000);
-            Action::send(conn, "FIBONACCI", vec![lit(&format!("FIBONACCI\n{n}\n"))])
+            Action::send(
+                conn,
+                "FIBONACCI",
+                vec![Part::text(&format!("FIBONACCI\n{n}\n"))],
+            )
         }
         2 | 3 => {
             // Within the default limit and cheap: the limit itself costs a server seconds.
@@ -81,7 +93,11 @@ fn request(conn: Conn, rng: &mut Rng) -> Action {
                     .pick(&["0", "1", "4", "20", "21", "170", "500"])
                     .to_string(),
             };
-            Action::send(conn, "FACTORIAL", vec![lit(&format!("FACTORIAL\n{n}\n"))])
+            Action::send(
+                conn,
+                "FACTORIAL",
+                vec![Part::text(&format!("FACTORIAL\n{n}\n"))],
+            )
         }
         4..=6 => {
             let header = *rng.pick(&["FILE", "WORD_COUNT"]);
@@ -92,10 +108,14 @@ fn request(conn: Conn, rng: &mut Rng) -> Action {
                 1 => t.len().saturating_sub(1),
                 _ => t.len(),
             };
-            Action::send(conn, header, vec![lit(&format!("{header}\n{len}\n{t}\n"))])
+            Action::send(
+                conn,
+                header,
+                vec![Part::text(&format!("{header}\n{len}\n{t}\n"))],
+            )
         }
-        7 => Action::send(conn, "unknown", vec![lit("SQUARE_ROOT\n")]),
-        8 => Action::send(conn, "COMPLETE", vec![lit("COMPLETE\n")]),
+        7 => Action::send(conn, "unknown", vec![Part::text("SQUARE_ROOT\n")]),
+        8 => Action::send(conn, "COMPLETE", vec![Part::text("COMPLETE\n")]),
         _ => Action::close(conn),
     }
 }
@@ -129,9 +149,9 @@ impl Grammar for MathService {
             Action::send(
                 HAPPY,
                 "name",
-                vec![lit("happy"), Part::Tpl("{{uniq}}"), lit("\n")],
+                vec![Part::text("happy"), Part::Tpl("{{uniq}}"), Part::text("\n")],
             ),
-            Action::send(HAPPY, "FACTORIAL", vec![lit("FACTORIAL\n4\n")]),
+            Action::send(HAPPY, "FACTORIAL", vec![Part::text("FACTORIAL\n4\n")]),
         ]
     }
 

@@ -73,17 +73,11 @@ impl Grammar for PacketServer {
                 "header-part",
                 vec![Part::Lit(bytes[..at].to_vec())],
             ));
-            let rest = Action::send("C1", label, vec![Part::Lit(bytes[at..].to_vec())]);
-            actions.push(match spec {
-                Some(rule) => rest.with_spec(rule),
-                None => rest,
-            });
+            actions.push(
+                Action::send("C1", label, vec![Part::Lit(bytes[at..].to_vec())]).with_spec_if(spec),
+            );
         } else {
-            let whole = Action::send("C1", label, vec![Part::Lit(bytes)]);
-            actions.push(match spec {
-                Some(rule) => whole.with_spec(rule),
-                None => whole,
-            });
+            actions.push(Action::send("C1", label, vec![Part::Lit(bytes)]).with_spec_if(spec));
         }
         if rng.chance(30) {
             // Something after the first packet: a second header, or a close.

@@ -99,46 +99,53 @@ async fn the_reference_server_gives_no_findings() {
     }
 }
 
-#[tokio::test]
-async fn a_wrong_crc_for_values_with_spaces_is_found() {
+/// A KV server with one sabotage, in this process.
+async fn kv_server_with(sabotage: Sabotage) -> ReferenceServer {
     let config = ServerConfig {
-        sabotage: Sabotage {
-            wrong_crc_with_spaces: true,
-            ..Sabotage::NONE
-        },
+        sabotage,
         ..ServerConfig::default()
     };
-    let server = protocol::kv::start_with(config, "wrong CRC with spaces")
-        .await
-        .unwrap();
+    protocol::kv::start_with(config, "sabotaged").await.unwrap()
+}
+
+/// Fuzzes `server` (which has one bug) and returns its one finding, checked as
+/// [`the_finding`] does, once the written folder replays: failing against `server`, passing
+/// against the reference server.
+async fn found_and_replayed(
+    protocol: &str,
+    server: ReferenceServer,
+    oracles: &[Oracle],
+) -> fuzz::Finding {
     let out = tempfile::tempdir().unwrap();
-    let report = fuzz_quietly(&options("kv", at(&server), out.path())).await;
-    let f = the_finding(&report, &[Oracle::Differs, Oracle::Alive]);
+    let report = fuzz_quietly(&options(protocol, at(&server), out.path())).await;
+    let f = the_finding(&report, oracles);
+    let target = Some(server.addr.to_string());
+    assert_eq!(replay(out.path(), target).await, (0, 1), "{}", f.yaml);
+    assert_eq!(replay(out.path(), None).await, (1, 1), "{}", f.yaml);
+    server.stop().await;
+    f
+}
+
+#[tokio::test]
+async fn a_wrong_crc_for_values_with_spaces_is_found() {
+    let server = kv_server_with(Sabotage {
+        wrong_crc_with_spaces: true,
+        ..Sabotage::NONE
+    })
+    .await;
+    let f = found_and_replayed("kv", server, &[Oracle::Differs, Oracle::Alive]).await;
     assert!(f.verdict.label.starts_with("GET"), "{f:#?}");
     assert!(f.verdict.message.contains("expected \""), "{f:#?}");
-    assert_eq!(
-        replay(out.path(), Some(server.addr.to_string())).await,
-        (0, 1)
-    );
-    assert_eq!(replay(out.path(), None).await, (1, 1));
-    server.stop().await;
 }
 
 #[tokio::test]
 async fn a_session_leaked_after_junk_is_found() {
-    let config = ServerConfig {
-        sabotage: Sabotage {
-            leak_session_after_junk: true,
-            ..Sabotage::NONE
-        },
-        ..ServerConfig::default()
-    };
-    let server = protocol::kv::start_with(config, "leaks sessions")
-        .await
-        .unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let report = fuzz_quietly(&options("kv", at(&server), out.path())).await;
-    let f = the_finding(&report, &[Oracle::Alive, Oracle::Differs]);
+    let server = kv_server_with(Sabotage {
+        leak_session_after_junk: true,
+        ..Sabotage::NONE
+    })
+    .await;
+    let f = found_and_replayed("kv", server, &[Oracle::Alive, Oracle::Differs]).await;
     // The new login of the junk sender's id is refused.
     assert!(
         f.verdict.label.starts_with("hash") || f.verdict.label.starts_with("CONNECT"),
@@ -149,14 +156,9 @@ async fn a_session_leaked_after_junk_is_found() {
         "{}",
         f.yaml
     );
-    assert_eq!(
-        replay(out.path(), Some(server.addr.to_string())).await,
-        (0, 1)
-    );
-    assert_eq!(replay(out.path(), None).await, (1, 1));
-    server.stop().await;
 }
 
+/// Also the snapshot of a written reproducer.
 #[tokio::test]
 async fn a_chat_server_that_panics_on_a_non_ascii_name_is_found() {
     let config = reference_impl::chat::server::ServerConfig {
@@ -169,51 +171,28 @@ async fn a_chat_server_that_panics_on_a_non_ascii_name_is_found() {
     let server = protocol::chat::start_with(config, "panics on non-ASCII names")
         .await
         .unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let report = fuzz_quietly(&options("chat", at(&server), out.path())).await;
-    let f = the_finding(&report, &[Oracle::Differs]);
+    let f = found_and_replayed("chat", server, &[Oracle::Differs]).await;
     assert!(f.verdict.label.starts_with("LOGIN"), "{f:#?}");
-    assert_eq!(
-        replay(out.path(), Some(server.addr.to_string())).await,
-        (0, 1)
-    );
-    assert_eq!(replay(out.path(), None).await, (1, 1));
-    server.stop().await;
+    snapshots().bind(|| insta::assert_snapshot!("fuzz_chat_finding", f.yaml));
 }
 
 #[tokio::test]
 async fn a_packet_server_that_takes_a_bad_checksum_is_found() {
     use reference_impl::packet::fault::Fault;
     let server = crate::support::packet_server(&[Fault::AcceptsBadChecksum]).await;
-    let out = tempfile::tempdir().unwrap();
-    let report = fuzz_quietly(&options("packet", at(&server), out.path())).await;
-    let f = the_finding(&report, &[Oracle::Spec, Oracle::Differs]);
+    let f = found_and_replayed("packet", server, &[Oracle::Spec, Oracle::Differs]).await;
     // Instead of a CKSM error packet, the stream.
     assert!(f.yaml.contains("keyword: \"CKSM\""), "{}", f.yaml);
-    assert_eq!(
-        replay(out.path(), Some(server.addr.to_string())).await,
-        (0, 1)
-    );
-    assert_eq!(replay(out.path(), None).await, (1, 1));
-    server.stop().await;
 }
 
 #[tokio::test]
 async fn a_math_service_whose_factorials_overflow_is_found() {
     use reference_impl::mathsvc::fault::Fault;
     let server = crate::support::mathsvc_server(&[Fault::FactorialOverflowsU64]).await;
-    let out = tempfile::tempdir().unwrap();
-    let report = fuzz_quietly(&options("mathsvc", at(&server), out.path())).await;
-    let f = the_finding(&report, &[Oracle::Differs]);
+    let f = found_and_replayed("mathsvc", server, &[Oracle::Differs]).await;
     assert!(f.verdict.label.starts_with("FACTORIAL"), "{f:#?}");
     // The answers carry the UUID of the connection's address, as an expression.
     assert!(f.yaml.contains("{{uuid3(local_addr_C1)}}"), "{}", f.yaml);
-    assert_eq!(
-        replay(out.path(), Some(server.addr.to_string())).await,
-        (0, 1)
-    );
-    assert_eq!(replay(out.path(), None).await, (1, 1));
-    server.stop().await;
 }
 
 /// The server dies on a line over 1,000 bytes: the harness starts it (`--exec`), restarts
@@ -386,23 +365,6 @@ fn fuzzing_the_reference_from_the_command_line_finds_nothing() {
     snapshots().bind(|| {
         insta::assert_snapshot!("cli_fuzz_reference", String::from_utf8_lossy(&o.stdout));
     });
-}
-
-/// The reproducer of the chat panic, as written.
-#[tokio::test]
-async fn a_finding_reads_as_a_scenario() {
-    let config = reference_impl::chat::server::ServerConfig {
-        sabotage: ChatSabotage {
-            panic_on_non_ascii_name: true,
-        },
-        ..Default::default()
-    };
-    let server = protocol::chat::start_with(config, "panics").await.unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let report = fuzz_quietly(&options("chat", at(&server), out.path())).await;
-    server.stop().await;
-    let f = the_finding(&report, &[Oracle::Differs]);
-    snapshots().bind(|| insta::assert_snapshot!("fuzz_chat_finding", f.yaml));
 }
 
 /// A server the harness did not start dies: its finding is written unshrunk (it cannot be

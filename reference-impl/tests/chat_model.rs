@@ -36,7 +36,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestError, TestRng, TestRunner};
 use reference_impl::chat::codec::{ClientMessage, ServerMessage, code};
 use reference_impl::chat::server::{self, DEFAULT_VERSION, Fault, RunningServer, ServerConfig};
-use state_machine::{Generator, sequences};
+use state_machine::{Generator, pick_slot, sequences};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -357,36 +357,27 @@ impl Model {
                     rng.random_range(VALID_NAMES..NAMES.len())
                 };
                 Op::Login {
-                    slot: pick(rng, &not_logged_in),
+                    slot: pick_slot(rng, &not_logged_in, SLOTS),
                     name,
                 }
             }
             5..8 => Op::ListUsers {
-                slot: pick(rng, &open),
+                slot: pick_slot(rng, &open, SLOTS),
             },
             8 => Op::Connect {
-                slot: pick(rng, &closed),
+                slot: pick_slot(rng, &closed, SLOTS),
             },
             9 => Op::Bye {
-                slot: pick(rng, &open),
+                slot: pick_slot(rng, &open, SLOTS),
             },
             10 => Op::Close {
-                slot: pick(rng, &open),
+                slot: pick_slot(rng, &open, SLOTS),
             },
             _ => Op::Junk {
-                slot: pick(rng, &open),
+                slot: pick_slot(rng, &open, SLOTS),
                 kind: rng.random_range(0..JUNK.len()),
             },
         }
-    }
-}
-
-/// One of `preferred` nine times in ten, else any slot.
-fn pick(rng: &mut TestRng, preferred: &[usize]) -> usize {
-    if !preferred.is_empty() && rng.random_bool(0.9) {
-        preferred[rng.random_range(0..preferred.len())]
-    } else {
-        rng.random_range(0..SLOTS)
     }
 }
 

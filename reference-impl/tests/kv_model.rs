@@ -43,7 +43,7 @@ use reference_impl::kv::codec::{ClientMessage, Dialect, Reply};
 use reference_impl::kv::server::{self, Fault, RunningServer, ServerConfig};
 use reference_impl::tls::{self, ClientTrust};
 use rustls_pki_types::ServerName;
-use state_machine::{Generator, sequences};
+use state_machine::{Generator, pick_slot, sequences};
 
 mod state_machine;
 
@@ -250,34 +250,34 @@ impl Model {
                     _ => rng.random_range(0..PASSWORDS),
                 };
                 Op::Login {
-                    slot: pick_slot(rng, &not_logged_in),
+                    slot: pick_slot(rng, &not_logged_in, SLOTS),
                     id,
                     password,
                 }
             }
             3..7 => Op::Put {
-                slot: pick_slot(rng, &logged_in),
+                slot: pick_slot(rng, &logged_in, SLOTS),
                 key: rng.random_range(0..KEYS.len()),
                 value: rng.random_range(0..VALUES.len()),
             },
             7..11 => {
-                let slot = pick_slot(rng, &logged_in);
+                let slot = pick_slot(rng, &logged_in, SLOTS);
                 let key = self.pick_key(rng, slot);
                 Op::Get { slot, key }
             }
             11..13 => {
-                let slot = pick_slot(rng, &logged_in);
+                let slot = pick_slot(rng, &logged_in, SLOTS);
                 let key = self.pick_key(rng, slot);
                 Op::Delete { slot, key }
             }
             13 => Op::Disconnect {
-                slot: pick_slot(rng, &logged_in),
+                slot: pick_slot(rng, &logged_in, SLOTS),
             },
             14 => Op::Close {
-                slot: pick_slot(rng, &logged_in),
+                slot: pick_slot(rng, &logged_in, SLOTS),
             },
             _ => Op::Junk {
-                slot: pick_slot(rng, &logged_in),
+                slot: pick_slot(rng, &logged_in, SLOTS),
                 kind: rng.random_range(0..JUNK_KINDS),
             },
         }
@@ -361,15 +361,6 @@ impl Model {
             }
             (Op::Close { .. }, _) => unreachable!("handled above"),
         }
-    }
-}
-
-/// One of `preferred` nine times in ten, else any slot.
-fn pick_slot(rng: &mut TestRng, preferred: &[usize]) -> usize {
-    if !preferred.is_empty() && rng.random_bool(0.9) {
-        preferred[rng.random_range(0..preferred.len())]
-    } else {
-        rng.random_range(0..SLOTS)
     }
 }
 

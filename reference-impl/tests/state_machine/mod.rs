@@ -30,6 +30,16 @@ pub trait Generator {
     fn next_op(&mut self, rng: &mut TestRng) -> Self::Op;
 }
 
+/// One of `preferred` nine times in ten, else any of `slots` slots (`0..slots`): models
+/// mostly act on connections in the state an operation needs, and sometimes on any.
+pub fn pick_slot(rng: &mut TestRng, preferred: &[usize], slots: usize) -> usize {
+    if !preferred.is_empty() && rng.random_bool(0.9) {
+        preferred[rng.random_range(0..preferred.len())]
+    } else {
+        rng.random_range(0..slots)
+    }
+}
+
 /// Sequences of `len` operations drawn by `G`.
 pub struct Sequences<G> {
     len: RangeInclusive<usize>,

@@ -162,17 +162,8 @@ struct FuzzArgs {
     #[arg(long = "reference", value_name = "K=V", value_parser = parse_var)]
     reference: Vec<(String, String)>,
 
-    /// Trust this CA certificate (PEM) for a TLS target.
-    #[arg(long, value_name = "FILE")]
-    ca: Option<PathBuf>,
-
-    /// Accept any certificate from a TLS target.
-    #[arg(long)]
-    insecure: bool,
-
-    /// TLS server name to verify [default: the target's host].
-    #[arg(long, value_name = "NAME")]
-    server_name: Option<String>,
+    #[command(flatten)]
+    trust: TrustArgs,
 
     /// Multiply every deadline by F (slow machines, slow targets).
     #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_scale)]
@@ -417,17 +408,9 @@ struct CommonArgs {
     shard: ShardArgs,
 }
 
+/// How to trust a TLS target (`run`, `fuzz`).
 #[derive(Debug, Args)]
-struct RunArgs {
-    /// The server to test, as HOST:PORT. Without it, each suite runs against its protocol's
-    /// built-in reference server, started in this process on a free port.
-    #[arg(long, value_name = "HOST:PORT")]
-    target: Option<String>,
-
-    /// Deadline for connecting and for the TLS handshake.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
-    connect_timeout: Duration,
-
+struct TrustArgs {
     /// Trust this certificate (PEM) when the target speaks TLS.
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
     ca: Option<PathBuf>,
@@ -439,6 +422,21 @@ struct RunArgs {
     /// TLS server name to verify (default: the host of --target).
     #[arg(long, value_name = "NAME")]
     server_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The server to test, as HOST:PORT. Without it, each suite runs against its protocol's
+    /// built-in reference server, started in this process on a free port.
+    #[arg(long, value_name = "HOST:PORT")]
+    target: Option<String>,
+
+    /// Deadline for connecting and for the TLS handshake.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
+    connect_timeout: Duration,
+
+    #[command(flatten)]
+    trust: TrustArgs,
 
     /// Start the server under test with this command ({port}: where it must listen) in its
     /// own process group and working folder, instead of --target; it is stopped afterwards.
@@ -663,9 +661,9 @@ fn list(paths: &[PathBuf], selection: &Selection) -> ExitCode {
 async fn run_command(args: RunArgs) -> ExitCode {
     let opts = RunOptions {
         target: args.target.clone(),
-        ca: args.ca.clone(),
-        insecure: args.insecure,
-        server_name: args.server_name.clone(),
+        ca: args.trust.ca.clone(),
+        insecure: args.trust.insecure,
+        server_name: args.trust.server_name.clone(),
         connect_timeout: args.connect_timeout,
         exec: args.exec.clone().map(|command| TargetExec {
             command,
@@ -683,9 +681,9 @@ async fn fuzz_command(args: FuzzArgs) -> ExitCode {
     let target = match (&args.target, &args.exec) {
         (Some(addr), _) => TargetChoice::Address {
             addr: addr.clone(),
-            ca: args.ca.clone(),
-            insecure: args.insecure,
-            server_name: args.server_name.clone(),
+            ca: args.trust.ca.clone(),
+            insecure: args.trust.insecure,
+            server_name: args.trust.server_name.clone(),
         },
         (None, Some(command)) => TargetChoice::Exec {
             command: command.clone(),
@@ -721,7 +719,11 @@ async fn fuzz_command(args: FuzzArgs) -> ExitCode {
             let replay = match (&args.target, &args.exec) {
                 (Some(addr), _) => format!(
                     "--target {addr}{}",
-                    if args.insecure { " --insecure" } else { "" }
+                    if args.trust.insecure {
+                        " --insecure"
+                    } else {
+                        ""
+                    }
                 ),
                 (None, Some(command)) => {
                     format!("--exec {}", harness::target::client::shell_quote(command))

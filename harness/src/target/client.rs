@@ -199,23 +199,33 @@ pub fn expand_command(
 
 /// Whether a client command says where to connect (`{port}` or `{addr}`).
 pub fn check_command(template: &str) -> Result<(), String> {
-    if template.contains("{port}") || template.contains("{addr}") {
-        return Ok(());
-    }
-    Err(format!(
-        "the client command `{template}` does not say where to connect: put {{port}} (or \
-         {{addr}}) in it, e.g. --exec 'python3 client.py --host={{host}} --port={{port}}'"
-    ))
+    check_where(
+        template,
+        "client command",
+        "connect",
+        "'python3 client.py --host={host} --port={port}'",
+    )
 }
 
 /// Checks that a server's command line says where to listen.
 pub fn check_server_command(template: &str) -> Result<(), String> {
+    check_where(
+        template,
+        "server command",
+        "listen",
+        "'./server --port {port}'",
+    )
+}
+
+/// `template` has `{port}` or `{addr}`; else an error naming the command (`what`), what it
+/// must say where to do (`does`), and an example `--exec` value.
+fn check_where(template: &str, what: &str, does: &str, example: &str) -> Result<(), String> {
     if template.contains("{port}") || template.contains("{addr}") {
         return Ok(());
     }
     Err(format!(
-        "the server command `{template}` does not say where to listen: put {{port}} (or \
-         {{addr}}) in it, e.g. --exec './server --port {{port}}'"
+        "the {what} `{template}` does not say where to {does}: put {{port}} (or {{addr}}) in \
+         it, e.g. --exec {example}"
     ))
 }
 

@@ -12,7 +12,9 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use reference_impl::kv::auth::{crc32, hash_password};
 use reference_impl::kv::client::{Client, ClientError};
 use reference_impl::kv::codec::{Dialect, MAX_MESSAGE, is_valid_id};
-use reference_impl::kv::server::{self, DEFAULT_MAX_CONNECTIONS, Fault, Sabotage, ServerConfig};
+use reference_impl::kv::server::{
+    self, DEFAULT_MAX_CONNECTIONS, Fault, RsaOptions, Sabotage, ServerConfig,
+};
 use reference_impl::kv::store::{Accounts, DEFAULT_MAX_SESSIONS};
 use reference_impl::tls::{self, ClientTrust};
 use tokio::io::AsyncBufReadExt;
@@ -42,6 +44,8 @@ struct Cli {
 enum Command {
     KvServer(KvServerArgs),
     KvClient(KvClientArgs),
+    KvRsaServer(KvRsaServerArgs),
+    KvRsaClient(KvRsaClientArgs),
     ChatServer(reference_impl::chat::server_cli::ChatServerArgs),
     ChatClient(reference_impl::chat::client::ChatClientArgs),
     PacketServer(reference_impl::packet::cli::PacketServerArgs),
@@ -122,6 +126,48 @@ struct KvServerArgs {
     )]
     cert_names: Vec<String>,
 
+    #[command(flatten)]
+    store: KvStoreArgs,
+}
+
+/// Run the reference key-value server of the RSA variant.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Run the reference key-value server of the RSA variant (specs/kv-rsa.md).\n\n\
+        Each client sends its public key (PKCS#1 PEM) first and the server answers with a \
+        fresh one of its own; every message is then one 512-bit RSA PKCS#1 v1.5 block, \
+        encrypted with the peer's key. The password hash after CONNECT travels in the \
+        clear, as real clients send it, unless --encrypt-hash. Same commands, store and \
+        rules as kv-server; a reply must fit in one block (53 bytes), so a PUT of a value \
+        its GET reply could not carry answers PUT: ERROR.\n\n\
+        512-bit RSA and PKCS#1 v1.5 encryption are insecure (the keys can be factored, the \
+        padding is open to oracle attacks): use this only to test course implementations.",
+    after_help = "Examples:\n  \
+        reference kv-rsa-server\n  \
+        reference kv-rsa-client --id alice --password secret put colour blue get colour\n\n  \
+        reference kv-rsa-server --listen 0.0.0.0:4000 --users users.txt --dialect course\n\n\
+        A users file holds one `id:password` per line, split at the first `:`, nothing \
+        trimmed; blank lines and lines starting with `#` are ignored.\n\
+        Logs go to stderr; set RUST_LOG=debug to see every connection. Ctrl-C stops the \
+        server after the requests in progress."
+)]
+struct KvRsaServerArgs {
+    /// Address and port to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4000")]
+    listen: SocketAddr,
+
+    /// Read the password hash as an RSA block of its own (or inside the CONNECT block)
+    /// instead of in the clear.
+    #[arg(long)]
+    encrypt_hash: bool,
+
+    #[command(flatten)]
+    store: KvStoreArgs,
+}
+
+/// What the key-value servers over TLS and over RSA share: accounts, limits, framing.
+#[derive(Debug, Args)]
+struct KvStoreArgs {
     /// Users file (`id:password` lines): only these ids may log in, with these passwords.
     /// Without it any id may log in, and its first CONNECT sets its password.
     #[arg(long, value_name = "FILE")]
@@ -197,17 +243,8 @@ struct KvServerArgs {
         mismatch or a dropped connection; 2 usage or setup error."
 )]
 struct KvClientArgs {
-    /// Server address, HOST:PORT.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4000")]
-    target: String,
-
-    /// Client id to log in as.
-    #[arg(long)]
-    id: String,
-
-    /// Password; the client sends its PBKDF2 hash with --salt.
-    #[arg(long)]
-    password: String,
+    #[command(flatten)]
+    session: KvSessionArgs,
 
     /// Trust this certificate (PEM): the server's self-signed certificate or its CA.
     #[arg(long, value_name = "FILE")]
@@ -222,6 +259,62 @@ struct KvClientArgs {
     #[arg(long, value_name = "NAME")]
     server_name: Option<String>,
 
+    #[command(flatten)]
+    login: KvLoginArgs,
+}
+
+/// Talk to a key-value server of the RSA variant.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Talk to a key-value server of the RSA variant (specs/kv-rsa.md): exchange \
+        fresh 512-bit RSA keys, log in, run commands, disconnect.\n\n\
+        Commands come from the arguments after the flags (put KEY VALUE, get KEY, \
+        delete KEY), or, if there are none, from standard input, one per line: \
+        `put KEY VALUE` (the value is the rest of the line), `get KEY`, `delete KEY`, \
+        `quit`. Every GET's CRC is verified. A message must fit in one RSA block (53 \
+        bytes): a longer one is refused here, before it is sent.\n\n\
+        512-bit RSA and PKCS#1 v1.5 encryption are insecure: use this only to test course \
+        implementations.",
+    after_help = "Examples:\n  \
+        reference kv-rsa-client --id alice --password secret put colour blue get colour\n  \
+        printf 'put note hello world\\nget note\\n' | \\\n      \
+        reference kv-rsa-client --target 10.0.0.5:4000 --id bob --password pw\n\n\
+        Output: `PUT colour: OK`, `GET colour: blue (crc 2654390964 verified)`, \
+        `GET missing: not found`, `DELETE colour: OK`.\n\
+        Exit codes: 0 all commands succeeded; 1 login refused, an error reply, a CRC \
+        mismatch or a dropped connection; 2 usage or setup error."
+)]
+struct KvRsaClientArgs {
+    #[command(flatten)]
+    session: KvSessionArgs,
+
+    /// Send the password hash as an RSA block of its own instead of in the clear.
+    #[arg(long)]
+    encrypt_hash: bool,
+
+    #[command(flatten)]
+    login: KvLoginArgs,
+}
+
+/// Where the key-value clients connect and who they log in as.
+#[derive(Debug, Args)]
+struct KvSessionArgs {
+    /// Server address, HOST:PORT.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4000")]
+    target: String,
+
+    /// Client id to log in as.
+    #[arg(long)]
+    id: String,
+
+    /// Password; the client sends its PBKDF2 hash with --salt.
+    #[arg(long)]
+    password: String,
+}
+
+/// Framing, salt and the commands of the key-value clients.
+#[derive(Debug, Args)]
+struct KvLoginArgs {
     /// Message framing.
     #[arg(long, value_enum, default_value_t = DialectArg::Spec)]
     dialect: DialectArg,
@@ -293,6 +386,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::KvServer(args) => kv_server(args).await,
             Command::KvClient(args) => kv_client(args).await,
+            Command::KvRsaServer(args) => kv_rsa_server(args).await,
+            Command::KvRsaClient(args) => kv_rsa_client(args).await,
             Command::ChatServer(args) => Ok(reference_impl::chat::server_cli::run(args).await),
             Command::ChatClient(args) => Ok(reference_impl::chat::client::run(args).await),
             Command::PacketServer(args) => Ok(reference_impl::packet::cli::run_server(args).await),
@@ -315,15 +410,7 @@ fn main() -> ExitCode {
 }
 
 async fn kv_server(args: KvServerArgs) -> Result<u8, Fatal> {
-    if args.max_message == 0 {
-        return Err(Fatal::setup(
-            "--max-message 0 would refuse every message; give a size in bytes (default 4096)",
-        ));
-    }
-    let accounts = match &args.users {
-        Some(path) => Accounts::from_users_file(path).map_err(|e| Fatal::setup(chain(&e)))?,
-        None => Accounts::FirstUse,
-    };
+    let config = args.store.config()?;
     let tls_config = match (&args.cert, &args.key) {
         (Some(cert), Some(key)) => {
             let certs = tls::load_certs(cert).map_err(|e| Fatal::setup(chain(&e)))?;
@@ -350,47 +437,89 @@ async fn kv_server(args: KvServerArgs) -> Result<u8, Fatal> {
                 .map_err(|e| Fatal::setup(chain(&e)))?
         }
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| {
-            Fatal::setup(format!(
-                "cannot listen on {}: {e} (is another server using the port? pick another with --listen)",
-                args.listen
-            ))
-        })?;
-    let addr = listener.local_addr().unwrap_or(args.listen);
-    let dialect = Dialect::from(args.dialect);
-    let config = ServerConfig {
-        dialect,
-        max_message: args.max_message,
-        salt: args.salt.0,
-        accounts,
-        max_connections: args.max_connections,
-        max_sessions: args.max_sessions,
-        faults: args.faults.iter().copied().collect(),
-        sabotage: Sabotage {
-            exit_on_put: args.crash_on_put,
-            freeze_after_login: args.freeze_after_login,
-            exit_on_long_line: args.die_on_long_line,
-            wrong_crc_with_spaces: args.wrong_crc_with_spaces,
-            leak_session_after_junk: args.leak_session_after_junk,
-        },
-        ..ServerConfig::default()
-    };
-    if !config.faults.is_empty() {
-        eprintln!("warning: deliberate faults enabled: {:?}", config.faults);
-    }
-    if !config.sabotage.is_empty() {
-        eprintln!(
-            "warning: deliberate sabotage enabled: {:?}",
-            config.sabotage
-        );
-    }
-    println!("kv-server listening on {addr} (TLS, dialect {dialect})");
+    let (listener, addr) = listen(args.listen).await?;
+    println!(
+        "kv-server listening on {addr} (TLS, dialect {})",
+        config.dialect
+    );
     server::run(listener, tls_config, config, shutdown_signal())
         .await
         .map_err(|e| Fatal::failed(format!("the server failed: {e}")))?;
     Ok(0)
+}
+
+async fn kv_rsa_server(args: KvRsaServerArgs) -> Result<u8, Fatal> {
+    let config = args.store.config()?;
+    let (listener, addr) = listen(args.listen).await?;
+    let rsa = RsaOptions {
+        hash_in_clear: !args.encrypt_hash,
+    };
+    println!(
+        "kv-rsa-server listening on {addr} (512-bit RSA, dialect {}, hash {})",
+        config.dialect,
+        if rsa.hash_in_clear {
+            "in the clear"
+        } else {
+            "encrypted"
+        }
+    );
+    server::run_rsa(listener, rsa, config, shutdown_signal())
+        .await
+        .map_err(|e| Fatal::failed(format!("the server failed: {e}")))?;
+    Ok(0)
+}
+
+/// Binds the server's address: the listener and the address it got.
+async fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), Fatal> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Fatal::setup(format!(
+            "cannot listen on {addr}: {e} (is another server using the port? pick another with --listen)"
+        ))
+    })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    Ok((listener, bound))
+}
+
+impl KvStoreArgs {
+    /// The server configuration these flags ask for; warns of deliberate faults.
+    fn config(&self) -> Result<ServerConfig, Fatal> {
+        if self.max_message == 0 {
+            return Err(Fatal::setup(
+                "--max-message 0 would refuse every message; give a size in bytes (default 4096)",
+            ));
+        }
+        let accounts = match &self.users {
+            Some(path) => Accounts::from_users_file(path).map_err(|e| Fatal::setup(chain(&e)))?,
+            None => Accounts::FirstUse,
+        };
+        let config = ServerConfig {
+            dialect: Dialect::from(self.dialect),
+            max_message: self.max_message,
+            salt: self.salt.0.clone(),
+            accounts,
+            max_connections: self.max_connections,
+            max_sessions: self.max_sessions,
+            faults: self.faults.iter().copied().collect(),
+            sabotage: Sabotage {
+                exit_on_put: self.crash_on_put,
+                freeze_after_login: self.freeze_after_login,
+                exit_on_long_line: self.die_on_long_line,
+                wrong_crc_with_spaces: self.wrong_crc_with_spaces,
+                leak_session_after_junk: self.leak_session_after_junk,
+            },
+            ..ServerConfig::default()
+        };
+        if !config.faults.is_empty() {
+            eprintln!("warning: deliberate faults enabled: {:?}", config.faults);
+        }
+        if !config.sabotage.is_empty() {
+            eprintln!(
+                "warning: deliberate sabotage enabled: {:?}",
+                config.sabotage
+            );
+        }
+        Ok(config)
+    }
 }
 
 /// Completes on Ctrl-C, or on SIGTERM on Unix.
@@ -498,14 +627,7 @@ fn host_of(target: &str) -> &str {
 }
 
 async fn kv_client(args: KvClientArgs) -> Result<u8, Fatal> {
-    if !is_valid_id(&args.id) {
-        return Err(Fatal::setup(format!(
-            "--id {:?} is not a valid client id: ids are non-empty ASCII without line feeds",
-            args.id
-        )));
-    }
-    let given = !args.commands.is_empty();
-    let commands = parse_arguments(&args.commands).map_err(Fatal::setup)?;
+    let commands = args.login.commands(&args.session)?;
     let trust = match &args.ca {
         Some(path) => {
             ClientTrust::Roots(tls::load_certs(path).map_err(|e| Fatal::setup(chain(&e)))?)
@@ -516,22 +638,12 @@ async fn kv_client(args: KvClientArgs) -> Result<u8, Fatal> {
     let name = args
         .server_name
         .clone()
-        .unwrap_or_else(|| host_of(&args.target).to_owned());
+        .unwrap_or_else(|| host_of(&args.session.target).to_owned());
     let server_name = tls::server_name(&name)
         .map_err(|e| Fatal::setup(format!("{} (set it with --server-name)", chain(&e))))?;
-    let addr = tokio::net::lookup_host(&args.target)
-        .await
-        .map_err(|e| Fatal::setup(format!("cannot resolve --target {}: {e}", args.target)))?
-        .next()
-        .ok_or_else(|| Fatal::setup(format!("--target {} resolves to no address", args.target)))?;
-
-    let password = args.password.clone();
-    let salt = args.salt.0.clone();
-    let hash = tokio::task::spawn_blocking(move || hash_password(password.as_bytes(), &salt))
-        .await
-        .map_err(|e| Fatal::setup(format!("cannot hash the password: {e}")))?;
-
-    let mut client = Client::connect(addr, tls_config, server_name, args.dialect.into())
+    let addr = resolve(&args.session.target).await?;
+    let hash = args.login.hash(&args.session).await?;
+    let client = Client::connect(addr, tls_config, server_name, args.login.dialect.into())
         .await
         .map_err(|e| {
             let hint = match e {
@@ -543,8 +655,68 @@ async fn kv_client(args: KvClientArgs) -> Result<u8, Fatal> {
             };
             Fatal::setup(format!("{}{hint}", chain(&e)))
         })?;
+    run_session(client, &args.session.id, &hash, commands).await
+}
+
+async fn kv_rsa_client(args: KvRsaClientArgs) -> Result<u8, Fatal> {
+    let commands = args.login.commands(&args.session)?;
+    let addr = resolve(&args.session.target).await?;
+    let hash = args.login.hash(&args.session).await?;
+    let options = RsaOptions {
+        hash_in_clear: !args.encrypt_hash,
+    };
+    let client = Client::connect_rsa(addr, args.login.dialect.into(), options)
+        .await
+        .map_err(|e| Fatal::setup(chain(&e)))?;
+    run_session(client, &args.session.id, &hash, commands).await
+}
+
+/// The first address `target` resolves to.
+async fn resolve(target: &str) -> Result<SocketAddr, Fatal> {
+    tokio::net::lookup_host(target)
+        .await
+        .map_err(|e| Fatal::setup(format!("cannot resolve --target {target}: {e}")))?
+        .next()
+        .ok_or_else(|| Fatal::setup(format!("--target {target} resolves to no address")))
+}
+
+impl KvLoginArgs {
+    /// The commands given as arguments (`None`: read them from stdin), once the id is
+    /// checked.
+    fn commands(&self, session: &KvSessionArgs) -> Result<Option<Vec<ClientCommand>>, Fatal> {
+        if !is_valid_id(&session.id) {
+            return Err(Fatal::setup(format!(
+                "--id {:?} is not a valid client id: ids are non-empty ASCII without line feeds",
+                session.id
+            )));
+        }
+        if self.commands.is_empty() {
+            return Ok(None);
+        }
+        parse_arguments(&self.commands)
+            .map(Some)
+            .map_err(Fatal::setup)
+    }
+
+    /// The PBKDF2 hash of the password (tens of milliseconds, off the async workers).
+    async fn hash(&self, session: &KvSessionArgs) -> Result<[u8; 32], Fatal> {
+        let password = session.password.clone();
+        let salt = self.salt.0.clone();
+        tokio::task::spawn_blocking(move || hash_password(password.as_bytes(), &salt))
+            .await
+            .map_err(|e| Fatal::setup(format!("cannot hash the password: {e}")))
+    }
+}
+
+/// Logs in, runs the commands (from stdin if `None`), disconnects.
+async fn run_session(
+    mut client: Client,
+    id: &str,
+    hash: &[u8; 32],
+    commands: Option<Vec<ClientCommand>>,
+) -> Result<u8, Fatal> {
     client
-        .login(&args.id, &hash)
+        .login(id, hash)
         .await
         .map_err(|e| Fatal::failed(chain(&e)))?;
 
@@ -552,7 +724,7 @@ async fn kv_client(args: KvClientArgs) -> Result<u8, Fatal> {
         client,
         failures: 0,
     };
-    if given {
+    if let Some(commands) = commands {
         for command in commands {
             if !runner.run(command).await? {
                 break;
@@ -640,7 +812,7 @@ impl Runner {
                 println!("{command} {key}: ERROR");
                 Ok(())
             }
-            ClientError::InvalidArgument { .. } => {
+            ClientError::InvalidArgument { .. } | ClientError::TooLongForRsa { .. } => {
                 eprintln!("error: {command} {key}: {}", chain(&e));
                 Ok(())
             }

@@ -1,7 +1,9 @@
-//! A client of the key-value protocol: one TLS connection, one request at a time.
+//! A client of the key-value protocol: one TLS connection ([`Client::connect`]) or one
+//! connection of the RSA variant ([`Client::connect_rsa`]), one request at a time.
 //!
 //! ```text
 //! let mut client = Client::connect(addr, tls, server_name, Dialect::Spec).await?;
+//! // or: Client::connect_rsa(addr, Dialect::Course, RsaOptions::default()).await?;
 //! client.login("alice", &hash_password(b"secret", &TEST_SALT)).await?;
 //! client.put("colour", "blue").await?;
 //! assert_eq!(client.get("colour").await?, Some("blue".into()));   // CRC verified
@@ -24,6 +26,9 @@ use super::codec::{
     ClientMessage, Command, DecodeError, Dialect, Reply, ReplyDecoder, is_valid_id, is_valid_key,
     is_valid_value,
 };
+use super::rsa::MAX_PLAINTEXT;
+use super::rsa_stream::{RsaStream, StreamError};
+use super::server::RsaOptions;
 
 /// Default time to wait for a connection, a handshake or a reply.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,6 +48,23 @@ pub enum ClientError {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
+    },
+    #[error("the RSA key exchange with {addr} failed")]
+    KeyExchange {
+        addr: SocketAddr,
+        #[source]
+        source: StreamError,
+    },
+    #[error(
+        "{request} cannot be sent: the message is {len} bytes, and one 512-bit RSA block holds \
+         at most {MAX_PLAINTEXT}"
+    )]
+    TooLongForRsa { request: Command, len: usize },
+    #[error("the server's reply to {request} is not a valid RSA block")]
+    BadBlock {
+        request: Command,
+        #[source]
+        source: StreamError,
     },
     #[error("{what} timed out after {timeout:?}")]
     Timeout { what: String, timeout: Duration },
@@ -89,10 +111,20 @@ pub enum ClientError {
     },
 }
 
+/// A connection's stream.
+#[derive(Debug)]
+enum Stream {
+    Tls(Box<TlsStream<TcpStream>>),
+    Rsa {
+        stream: Box<RsaStream>,
+        options: RsaOptions,
+    },
+}
+
 /// A connection to a key-value server.
 #[derive(Debug)]
 pub struct Client {
-    stream: TlsStream<TcpStream>,
+    stream: Stream,
     dialect: Dialect,
     decoder: ReplyDecoder,
     timeout: Duration,
@@ -112,23 +144,44 @@ impl Client {
             what: format!("{what} {addr}"),
             timeout,
         };
-        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| timed_out("connecting to"))?
-            .map_err(|source| ClientError::Connect { addr, source })?;
-        // Requests are small and answered one at a time: do not let Nagle delay them.
-        let _ = tcp.set_nodelay(true);
+        let tcp = open(addr, timeout).await?;
         let stream =
             tokio::time::timeout(timeout, TlsConnector::from(tls).connect(server_name, tcp))
                 .await
                 .map_err(|_| timed_out("TLS handshake with"))?
                 .map_err(|source| ClientError::Handshake { addr, source })?;
-        Ok(Self {
+        Ok(Self::new(Stream::Tls(Box::new(stream)), dialect, timeout))
+    }
+
+    /// Connects over TCP and exchanges fresh 512-bit RSA keys (`specs/kv-rsa.md`): every
+    /// message is then one RSA block, the password hash sent as `options` say.
+    pub async fn connect_rsa(
+        addr: SocketAddr,
+        dialect: Dialect,
+        options: RsaOptions,
+    ) -> Result<Self, ClientError> {
+        let timeout = DEFAULT_TIMEOUT;
+        let tcp = open(addr, timeout).await?;
+        let stream = RsaStream::connect(tcp, timeout)
+            .await
+            .map_err(|source| ClientError::KeyExchange { addr, source })?;
+        Ok(Self::new(
+            Stream::Rsa {
+                stream: Box::new(stream),
+                options,
+            },
+            dialect,
+            timeout,
+        ))
+    }
+
+    fn new(stream: Stream, dialect: Dialect, timeout: Duration) -> Self {
+        Self {
             stream,
             dialect,
             decoder: ReplyDecoder::new(dialect),
             timeout,
-        })
+        }
     }
 
     /// Sets how long to wait for each reply.
@@ -232,19 +285,48 @@ impl Client {
             reply => return Err(unexpected(Command::Disconnect, reply)),
         }
         // The server closes too; a failing close_notify changes nothing for the caller.
-        let _ = tokio::time::timeout(self.timeout, self.stream.shutdown()).await;
+        let shutdown = async {
+            match &mut self.stream {
+                Stream::Tls(stream) => stream.shutdown().await,
+                Stream::Rsa { stream, .. } => stream.shutdown().await,
+            }
+        };
+        let _ = tokio::time::timeout(self.timeout, shutdown).await;
         Ok(())
     }
 
     /// Sends `message` as its dialect writes it and waits for one reply, whatever it is.
+    /// Over RSA, a message over one block's 53 bytes is [`ClientError::TooLongForRsa`],
+    /// and nothing is sent.
     pub async fn request(&mut self, message: &ClientMessage) -> Result<Reply, ClientError> {
         let request = message.command();
         let timeout = self.timeout;
+        let writes = self.writes(message);
+        if let Stream::Rsa { .. } = self.stream
+            && let Some((_, too_long)) = writes
+                .iter()
+                .find(|(clear, w)| !clear && w.len() > MAX_PLAINTEXT)
+        {
+            return Err(ClientError::TooLongForRsa {
+                request,
+                len: too_long.len(),
+            });
+        }
         let exchange = async {
-            for write in message.writes(self.dialect) {
+            for (clear, write) in &writes {
                 // One write per message part: the course dialect frames by TLS record.
-                self.stream.write_all(&write).await?;
-                self.stream.flush().await?;
+                match &mut self.stream {
+                    Stream::Tls(stream) => {
+                        stream.write_all(write).await?;
+                        stream.flush().await?;
+                    }
+                    Stream::Rsa { stream, .. } if *clear => stream.send_clear(write).await?,
+                    Stream::Rsa { stream, .. } => match stream.send(write).await {
+                        Ok(()) => {}
+                        Err(StreamError::Io(e)) => return Err(e),
+                        Err(e) => return Err(std::io::Error::other(e)),
+                    },
+                }
             }
             self.read_reply(request).await
         };
@@ -255,6 +337,30 @@ impl Client {
                 what: format!("waiting for the reply to {request}"),
                 timeout,
             }),
+        }
+    }
+
+    /// The writes of `message`, each marked whether it goes unencrypted. Over RSA a
+    /// `CONNECT` is its line, then the hash as its own write (in the clear unless the
+    /// options say otherwise); every other write is one block.
+    fn writes(&self, message: &ClientMessage) -> Vec<(bool, Vec<u8>)> {
+        match (&self.stream, message) {
+            (Stream::Rsa { options, .. }, ClientMessage::Connect { id, hash }) => {
+                let lf = if self.dialect == Dialect::Spec {
+                    "\n"
+                } else {
+                    ""
+                };
+                vec![
+                    (false, format!("CONNECT {id}{lf}").into_bytes()),
+                    (options.hash_in_clear, hash.to_vec()),
+                ]
+            }
+            _ => message
+                .writes(self.dialect)
+                .into_iter()
+                .map(|w| (false, w))
+                .collect(),
         }
     }
 
@@ -269,20 +375,48 @@ impl Client {
                 Ok(None) => {}
                 Err(source) => return Ok(Err(ClientError::Malformed { request, source })),
             }
-            // One TLS record per read: the course dialect frames replies by record.
-            let read = match self.stream.fill_buf().await {
-                Ok(bytes) => bytes,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => &[],
-                Err(e) => return Err(e),
-            };
-            if read.is_empty() {
-                return Ok(Err(ClientError::Closed { request }));
+            match &mut self.stream {
+                Stream::Tls(stream) => {
+                    // One TLS record per read: the course dialect frames replies by record.
+                    let read = match stream.fill_buf().await {
+                        Ok(bytes) => bytes,
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => &[],
+                        Err(e) => return Err(e),
+                    };
+                    if read.is_empty() {
+                        return Ok(Err(ClientError::Closed { request }));
+                    }
+                    self.decoder.feed(read);
+                    let n = read.len();
+                    stream.consume(n);
+                }
+                // One block per reply.
+                Stream::Rsa { stream, .. } => match stream.read_block().await {
+                    Ok(Some(plaintext)) => self.decoder.feed(&plaintext),
+                    Ok(None) => return Ok(Err(ClientError::Closed { request })),
+                    Err(StreamError::Io(e)) => return Err(e),
+                    Err(source @ (StreamError::Rsa(_) | StreamError::Truncated(_))) => {
+                        return Ok(Err(ClientError::BadBlock { request, source }));
+                    }
+                    Err(e @ StreamError::Timeout(_)) => return Err(std::io::Error::other(e)),
+                },
             }
-            self.decoder.feed(read);
-            let n = read.len();
-            self.stream.consume(n);
         }
     }
+}
+
+/// A TCP connection to `addr` within `timeout`, Nagle off.
+async fn open(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ClientError> {
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ClientError::Timeout {
+            what: format!("connecting to {addr}"),
+            timeout,
+        })?
+        .map_err(|source| ClientError::Connect { addr, source })?;
+    // Requests are small and answered one at a time: do not let Nagle delay them.
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
 }
 
 fn check(what: &'static str, text: &str, valid: bool) -> Result<(), ClientError> {

@@ -664,6 +664,15 @@ impl ServerDecoder {
         }
     }
 
+    /// How many bytes of a `CONNECT`'s hash are still to come: 0 unless a `CONNECT` waits
+    /// for its hash. The RSA transport reads that many bytes in the clear.
+    pub fn hash_wanted(&self) -> usize {
+        match self.state {
+            RequestState::Hash { .. } => HASH_LEN.saturating_sub(self.input.len()),
+            _ => 0,
+        }
+    }
+
     /// The next complete request, `Ok(None)` if more bytes are needed.
     pub fn next_message(&mut self) -> Result<Option<ClientMessage>, DecodeError> {
         match self.dialect {

@@ -56,11 +56,21 @@ pub enum Fault {
     PartialHashRefused,
     /// The message size limit is one byte short: a message of exactly the limit is refused.
     SizeLimitOffByOne,
+    /// RSA: a public key of any size is accepted, not only a 512-bit one.
+    RsaAnyKeySize,
+    /// RSA: a block that does not decrypt is skipped instead of dropping the connection.
+    RsaSkipUndecryptable,
+    /// RSA: a stream that does not start with a public key is refused only when the
+    /// handshake timeout ends, not on its first bytes.
+    RsaSlowKeyRefusal,
+    /// RSA: replies are not held to one block's 53 bytes: a `PUT` of a value its `GET` reply
+    /// cannot carry is accepted, and that reply then fails and closes the connection.
+    RsaNoReplyCap,
 }
 
 impl Fault {
     /// Every fault, in declaration order.
-    pub const ALL: [Fault; 21] = [
+    pub const ALL: [Fault; 25] = [
         Fault::AcceptAnyPassword,
         Fault::AllowDuplicateSession,
         Fault::PutKeepsOldValue,
@@ -82,6 +92,10 @@ impl Fault {
         Fault::SignedCrc,
         Fault::PartialHashRefused,
         Fault::SizeLimitOffByOne,
+        Fault::RsaAnyKeySize,
+        Fault::RsaSkipUndecryptable,
+        Fault::RsaSlowKeyRefusal,
+        Fault::RsaNoReplyCap,
     ];
 
     /// The kebab-case name, e.g. `accept-any-password`.
@@ -108,6 +122,10 @@ impl Fault {
             Fault::SignedCrc => "signed-crc",
             Fault::PartialHashRefused => "partial-hash-refused",
             Fault::SizeLimitOffByOne => "size-limit-off-by-one",
+            Fault::RsaAnyKeySize => "rsa-any-key-size",
+            Fault::RsaSkipUndecryptable => "rsa-skip-undecryptable",
+            Fault::RsaSlowKeyRefusal => "rsa-slow-key-refusal",
+            Fault::RsaNoReplyCap => "rsa-no-reply-cap",
         }
     }
 

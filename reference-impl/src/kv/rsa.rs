@@ -16,9 +16,10 @@
 //! S -> C  64 bytes: RSA(client key, "CONNECT: OK")
 //! ```
 
+pub use rsa::PublicKey;
 use rsa::pkcs1::der::Decode;
 use rsa::pkcs1::{EncodeRsaPublicKey, LineEnding, RsaPublicKeyRef};
-use rsa::{BoxedUint, Pkcs1v15Encrypt, PrivateKey, PublicKey};
+use rsa::{BoxedUint, Pkcs1v15Encrypt, PrivateKey};
 
 /// Modulus size of every key of the protocol.
 pub const KEY_BITS: usize = 512;
@@ -29,7 +30,10 @@ pub const MAX_PLAINTEXT: usize = BLOCK_LEN - 11;
 /// Largest PEM block accepted from a peer before its END line (a 512-bit key is ~180 bytes).
 pub const MAX_PEM: usize = 2048;
 
+const PEM_BEGIN: &[u8] = b"-----BEGIN RSA PUBLIC KEY-----";
 const PEM_END: &[u8] = b"-----END RSA PUBLIC KEY-----";
+/// The X.509 (SubjectPublicKeyInfo) header some libraries write by default.
+const SPKI_BEGIN: &[u8] = b"-----BEGIN PUBLIC KEY-----";
 
 /// What can go wrong in the RSA layer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,6 +127,13 @@ pub fn encrypt(key: &PublicKey, plaintext: &[u8]) -> Result<Vec<u8>, RsaError> {
 
 /// A peer's public key from its PEM block; only 512-bit keys are accepted.
 pub fn parse_public_key(pem: &[u8]) -> Result<PublicKey, RsaError> {
+    parse_key(pem, false)
+}
+
+/// Largest key a lenient reader ([`PemReader::any_size`]) takes.
+const MAX_ANY_BITS: usize = 4096;
+
+fn parse_key(pem: &[u8], any_size: bool) -> Result<PublicKey, RsaError> {
     let bad = |e: &dyn std::fmt::Display| RsaError::BadPem(e.to_string());
     let (label, der) = rsa::pkcs1::der::pem::decode_vec(pem).map_err(|e| bad(&e))?;
     if label != "RSA PUBLIC KEY" {
@@ -134,15 +145,19 @@ pub fn parse_public_key(pem: &[u8]) -> Result<PublicKey, RsaError> {
     let modulus = key.modulus.as_bytes();
     let exponent = key.public_exponent.as_bytes();
     let bits = significant_bits(modulus);
-    if bits != KEY_BITS {
+    let sizes = if any_size {
+        1..=MAX_ANY_BITS
+    } else {
+        KEY_BITS..=KEY_BITS
+    };
+    if !sizes.contains(&bits) {
         return Err(RsaError::KeySize { bits });
     }
     let uint = |bytes: &[u8]| {
         let precision = u32::try_from(bytes.len() * 8).unwrap_or(u32::MAX);
         BoxedUint::from_be_slice(bytes, precision).map_err(|e| bad(&format!("{e:?}")))
     };
-    PublicKey::new_with_size_limits(uint(modulus)?, uint(exponent)?, KEY_BITS..=KEY_BITS)
-        .map_err(|e| bad(&e))
+    PublicKey::new_with_size_limits(uint(modulus)?, uint(exponent)?, sizes).map_err(|e| bad(&e))
 }
 
 /// Bits of a big-endian number, leading zeros left out.
@@ -162,12 +177,29 @@ fn significant_bits(bytes: &[u8]) -> usize {
 #[derive(Debug, Default)]
 pub struct PemReader {
     buf: Vec<u8>,
+    /// Takes keys of any size (a deliberately wrong server, `Fault::RsaAnyKeySize`).
+    any_size: bool,
 }
 
 impl PemReader {
+    /// A reader that takes keys of any size up to 4096 bits, not only 512-bit ones: wrong
+    /// on purpose, for a server that must fail the key-size scenarios.
+    #[doc(hidden)]
+    pub fn any_size() -> Self {
+        Self {
+            buf: Vec::new(),
+            any_size: true,
+        }
+    }
+
     /// Takes the next bytes; once the key is complete, the key and the bytes after it.
+    ///
+    /// A stream that does not start (after blank space) with the PKCS#1 BEGIN line is
+    /// refused as soon as its first bytes show it, so a peer that sends a message before its
+    /// key is told at once rather than after a timeout.
     pub fn push(&mut self, bytes: &[u8]) -> Result<Option<(PublicKey, Vec<u8>)>, RsaError> {
         self.buf.extend_from_slice(bytes);
+        check_start(&self.buf)?;
         let Some(at) = find(&self.buf, PEM_END) else {
             if self.buf.len() > MAX_PEM {
                 return Err(RsaError::PemTooLong);
@@ -188,6 +220,11 @@ impl PemReader {
         self.take(end).map(Some)
     }
 
+    /// Whether the END line has arrived (the key may still wait for its line end).
+    pub fn ended(&self) -> bool {
+        find(&self.buf, PEM_END).is_some()
+    }
+
     /// The peer went quiet: a key whose END line has arrived is complete as it is.
     pub fn finish(&mut self) -> Result<Option<(PublicKey, Vec<u8>)>, RsaError> {
         match find(&self.buf, PEM_END) {
@@ -204,11 +241,43 @@ impl PemReader {
     }
 
     fn take(&mut self, end: usize) -> Result<(PublicKey, Vec<u8>), RsaError> {
-        let key = parse_public_key(&self.buf[..end])?;
+        let key = parse_key(&self.buf[..end], self.any_size)?;
         let rest = self.buf.split_off(end);
         self.buf.clear();
         Ok((key, rest))
     }
+}
+
+/// Refuses a stream whose first bytes cannot start a PKCS#1 public key. The error names
+/// the first byte that cannot belong to the BEGIN line, so it is the same however the
+/// stream was split into reads.
+fn check_start(buf: &[u8]) -> Result<(), RsaError> {
+    let start = buf
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(buf.len());
+    let head = &buf[start..];
+    let Some(at) = head
+        .iter()
+        .zip(PEM_BEGIN)
+        .position(|(got, want)| got != want)
+    else {
+        return Ok(());
+    };
+    if head[..=at] == SPKI_BEGIN[..=at] {
+        return Err(RsaError::BadPem(
+            "it is an X.509 key (BEGIN PUBLIC KEY); the protocol sends PKCS#1 keys (BEGIN RSA \
+             PUBLIC KEY)"
+                .into(),
+        ));
+    }
+    let byte: String = std::ascii::escape_default(head[at])
+        .map(char::from)
+        .collect();
+    Err(RsaError::BadPem(format!(
+        "the stream does not start with the key's BEGIN line: byte {} is '{byte}'",
+        start + at
+    )))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -320,6 +389,28 @@ psNZt6dnHmy9tB+JXmHWYTM61muLAgMBAAE=\n\
             Err(RsaError::KeySize { bits: 1024 })
         );
         let mut reader = PemReader::default();
-        assert_eq!(reader.push(&[b'A'; MAX_PEM + 1]), Err(RsaError::PemTooLong));
+        let mut long = PEM_BEGIN.to_vec();
+        long.resize(MAX_PEM + 1, b'A');
+        assert_eq!(reader.push(&long), Err(RsaError::PemTooLong));
+    }
+
+    #[test]
+    fn a_message_before_the_key_is_refused_at_once() {
+        let mut reader = PemReader::default();
+        assert_eq!(reader.push(b"\n-----BEGIN RSA"), Ok(None));
+        assert_eq!(
+            PemReader::default()
+                .push(b"CONNECT alice")
+                .map_err(|e| e.to_string()),
+            Err(
+                "the public key is not a PKCS#1 PEM block (-----BEGIN RSA PUBLIC KEY-----): \
+                 the stream does not start with the key's BEGIN line: byte 0 is 'C'"
+                    .to_owned()
+            )
+        );
+        assert!(matches!(
+            PemReader::default().push(b"-----BEGIN PUBLIC KEY-----\nMFww"),
+            Err(RsaError::BadPem(e)) if e.contains("X.509")
+        ));
     }
 }

@@ -1,9 +1,12 @@
-//! The key-value server: TLS over TCP, one handler per connection, a shared [`Store`].
+//! The key-value server: TLS over TCP ([`run`], [`spawn`]) or the RSA variant's key exchange
+//! and encrypted blocks ([`run_rsa`], [`spawn_rsa`]); one handler per connection, a shared
+//! [`Store`]. Both transports serve the same commands and rules.
 //!
 //! ```text
 //! accept -> over max_connections? close at once
-//!        -> TLS handshake (handshake_timeout)
-//!        -> loop { read one TLS record; decode; answer each complete request; flush }
+//!        -> TLS handshake | RSA key exchange (handshake_timeout)
+//!        -> loop { read one TLS record | one RSA block | the clear hash bytes;
+//!                  decode; answer each complete request; flush }
 //!
 //! CONNECT (not logged in)   PBKDF2 on a blocking thread; CONNECT: OK | CONNECT: ERROR
 //!                           (after CONNECT: ERROR the connection stays open, logged out)
@@ -12,7 +15,9 @@
 //! EOF, reset, TLS error     connection closed, the session keeps its data
 //! anything not allowed      connection dropped without a reply, the session's data removed:
 //!                           malformed or unknown message, one over max_message, a command
-//!                           before CONNECT, a CONNECT while logged in
+//!                           before CONNECT, a CONNECT while logged in; over RSA also a bad
+//!                           or wrong-size key, a message before the key, a block that does
+//!                           not decrypt
 //! shutdown                  stop accepting; each connection finishes the request it is
 //!                           serving, then closes (TLS close_notify)
 //! ```
@@ -24,6 +29,12 @@
 //!
 //! The course dialect ([`Dialect::Course`]) reads one message per TLS record and writes each
 //! reply, `GET <value>\n<crc>` included, as one record without a line end.
+//!
+//! Over RSA a message is one block and a reply must fit in one (53 bytes): a `PUT` whose
+//! value its `GET` reply could not carry answers `PUT: ERROR` (the spec's "cannot be
+//! completed for any reason"), and a `GET` reply that does not fit answers `GET: ERROR`.
+//! The password hash is read in the clear after the `CONNECT` block, as real clients send
+//! it, unless [`RsaOptions::hash_in_clear`] is off.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,6 +51,8 @@ use tracing::{debug, info, warn};
 
 use super::auth::{HASH_LEN, TEST_SALT};
 use super::codec::{ClientMessage, Command, DecodeError, MAX_MESSAGE, Reply, ServerDecoder};
+use super::rsa::{MAX_PLAINTEXT, RsaError};
+use super::rsa_stream::{RsaStream, StreamError};
 use super::store::{
     Accounts, ConnId, DEFAULT_MAX_ACCOUNTS, DEFAULT_MAX_KEYS, DEFAULT_MAX_SESSIONS, LoginError,
     SessionRef, Store, StoreConfig,
@@ -151,6 +164,30 @@ impl ServerConfig {
     }
 }
 
+/// How the RSA server reads what follows a `CONNECT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RsaOptions {
+    /// The 32-byte password hash arrives unencrypted after the `CONNECT` block, as real
+    /// clients send it (the default); off: it arrives as a block of its own, or in the
+    /// `CONNECT` block.
+    pub hash_in_clear: bool,
+}
+
+impl Default for RsaOptions {
+    fn default() -> Self {
+        Self {
+            hash_in_clear: true,
+        }
+    }
+}
+
+/// How connections are secured.
+#[derive(Clone)]
+enum Security {
+    Tls(TlsAcceptor),
+    Rsa(RsaOptions),
+}
+
 /// What each connection needs from the configuration.
 #[derive(Debug)]
 struct Settings {
@@ -207,17 +244,44 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let (settings, store) = config.split();
-    serve(listener, tls, Arc::new(settings), Arc::new(store), shutdown).await
+    let security = Security::Tls(TlsAcceptor::from(tls));
+    serve(
+        listener,
+        security,
+        Arc::new(settings),
+        Arc::new(store),
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`] for the RSA variant: a key exchange instead of the TLS handshake, then every
+/// message an RSA block.
+pub async fn run_rsa(
+    listener: TcpListener,
+    rsa: RsaOptions,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (settings, store) = config.split();
+    let security = Security::Rsa(rsa);
+    serve(
+        listener,
+        security,
+        Arc::new(settings),
+        Arc::new(store),
+        shutdown,
+    )
+    .await
 }
 
 async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    security: Security,
     settings: Arc<Settings>,
     store: Arc<Store>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(
         settings.max_connections.min(Semaphore::MAX_PERMITS),
     ));
@@ -260,7 +324,7 @@ async fn serve(
                     continue;
                 };
                 let incoming = Incoming {
-                    acceptor: acceptor.clone(),
+                    security: security.clone(),
                     settings: settings.clone(),
                     store: store.clone(),
                     peer,
@@ -310,6 +374,15 @@ pub async fn spawn(
     config: ServerConfig,
     tls: Arc<rustls::ServerConfig>,
 ) -> std::io::Result<RunningServer> {
+    spawn_with(config, Security::Tls(TlsAcceptor::from(tls))).await
+}
+
+/// [`spawn`] for the RSA variant.
+pub async fn spawn_rsa(config: ServerConfig, rsa: RsaOptions) -> std::io::Result<RunningServer> {
+    spawn_with(config, Security::Rsa(rsa)).await
+}
+
+async fn spawn_with(config: ServerConfig, security: Security) -> std::io::Result<RunningServer> {
     let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
     let (settings, store) = config.split();
@@ -317,7 +390,7 @@ pub async fn spawn(
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(serve(
         listener,
-        tls,
+        security,
         Arc::new(settings),
         store.clone(),
         async move {
@@ -385,6 +458,8 @@ enum Violation {
     /// Only under `Fault::PartialHashRefused`.
     #[error("the hash did not arrive in one read")]
     PartialHash,
+    #[error("{0}")]
+    Rsa(#[source] RsaError),
 }
 
 /// What a request leaves the connection to do.
@@ -397,7 +472,7 @@ enum Next {
 
 /// Everything a connection handler needs before the handshake.
 struct Incoming {
-    acceptor: TlsAcceptor,
+    security: Security,
     settings: Arc<Settings>,
     store: Arc<Store>,
     peer: SocketAddr,
@@ -406,8 +481,11 @@ struct Incoming {
 impl Incoming {
     async fn handle(self, tcp: TcpStream, mut stop: watch::Receiver<bool>) {
         let peer = self.peer;
-        let handshake =
-            tokio::time::timeout(self.settings.handshake_timeout, self.acceptor.accept(tcp));
+        let settings = self.settings.clone();
+        let handshake = tokio::time::timeout(
+            settings.handshake_timeout,
+            secure(&self.security, &settings, tcp),
+        );
         tokio::pin!(handshake);
         // A shutdown does not wait for handshakes: no request is in progress yet.
         let handshake = tokio::select! {
@@ -423,11 +501,11 @@ impl Incoming {
         let stream = match handshake {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
-                debug!(%peer, "TLS handshake failed: {e}");
+                debug!(%peer, "{} failed: {e}", self.security.handshake());
                 return;
             }
             Err(_) => {
-                debug!(%peer, "TLS handshake timed out");
+                debug!(%peer, "{} timed out", self.security.handshake());
                 return;
             }
         };
@@ -459,9 +537,149 @@ impl Incoming {
     }
 }
 
+impl Security {
+    /// The handshake's name, for logs.
+    fn handshake(&self) -> &'static str {
+        match self {
+            Security::Tls(_) => "TLS handshake",
+            Security::Rsa(_) => "RSA key exchange",
+        }
+    }
+}
+
+/// The TLS handshake or the RSA key exchange.
+async fn secure(
+    security: &Security,
+    settings: &Settings,
+    tcp: TcpStream,
+) -> Result<Stream, Box<dyn std::error::Error + Send + Sync>> {
+    match security {
+        Security::Tls(acceptor) => Ok(Stream::Tls(Box::new(acceptor.accept(tcp).await?))),
+        Security::Rsa(options) => {
+            let accepted = if settings.faults.has(Fault::RsaAnyKeySize) {
+                RsaStream::accept_any_size(tcp, settings.handshake_timeout).await
+            } else {
+                RsaStream::accept(tcp, settings.handshake_timeout).await
+            };
+            match accepted {
+                Ok(stream) => Ok(Stream::Rsa {
+                    stream: Box::new(stream),
+                    options: *options,
+                }),
+                Err(StreamError::Rsa(RsaError::BadPem(e)))
+                    if settings.faults.has(Fault::RsaSlowKeyRefusal) =>
+                {
+                    // Refused only when the handshake time is up.
+                    std::future::pending::<()>().await;
+                    Err(e.into())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// A connection's secured stream.
+enum Stream {
+    Tls(Box<TlsStream<TcpStream>>),
+    Rsa {
+        stream: Box<RsaStream>,
+        options: RsaOptions,
+    },
+}
+
+/// Why a read brought nothing.
+enum ReadError {
+    /// The connection failed or ended: the session keeps its data.
+    Closed(String),
+    /// The peer broke the RSA layer: a violation.
+    Rsa(RsaError),
+}
+
+impl Stream {
+    /// Reads one unit (a TLS record, an RSA block's plaintext, or clear hash bytes) into
+    /// `decoder`, measured by `meter` if there is one; `Ok(false)` at the end of the stream.
+    /// Cancel-safe: bytes read stay buffered.
+    async fn read(
+        &mut self,
+        decoder: &mut ServerDecoder,
+        meter: &mut Option<LineMeter>,
+    ) -> Result<bool, ReadError> {
+        let wanted = decoder.hash_wanted();
+        let mut feed = |bytes: &[u8]| {
+            if let Some(meter) = meter
+                && meter.longest(bytes) > LONG_LINE
+            {
+                die(LONG_LINE_MESSAGE);
+            }
+            decoder.feed(bytes);
+        };
+        let closed = |e: &dyn std::fmt::Display| ReadError::Closed(e.to_string());
+        match self {
+            Stream::Tls(stream) => {
+                // One TLS record per read: the course dialect frames messages by record.
+                let bytes = stream.fill_buf().await.map_err(|e| closed(&e))?;
+                if bytes.is_empty() {
+                    return Ok(false);
+                }
+                let n = bytes.len();
+                feed(bytes);
+                stream.consume(n);
+                Ok(true)
+            }
+            Stream::Rsa { stream, options } => {
+                let plaintext = if wanted > 0 && options.hash_in_clear {
+                    stream.read_clear(wanted).await.map_err(|e| closed(&e))?
+                } else {
+                    match stream.read_block().await {
+                        Ok(block) => block,
+                        Err(StreamError::Rsa(e)) => return Err(ReadError::Rsa(e)),
+                        Err(e) => return Err(closed(&e)),
+                    }
+                };
+                let Some(plaintext) = plaintext else {
+                    return Ok(false);
+                };
+                feed(&plaintext);
+                Ok(true)
+            }
+        }
+    }
+
+    /// The most one reply may hold, if the transport limits it.
+    fn max_reply(&self) -> Option<usize> {
+        match self {
+            Stream::Tls(_) => None,
+            Stream::Rsa { .. } => Some(MAX_PLAINTEXT),
+        }
+    }
+
+    /// Writes one reply as one TLS record, or one RSA block.
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Tls(stream) => {
+                stream.write_all(bytes).await?;
+                stream.flush().await
+            }
+            Stream::Rsa { stream, .. } => stream.send(bytes).await.map_err(|e| match e {
+                StreamError::Io(e) => e,
+                other => std::io::Error::other(other),
+            }),
+        }
+    }
+
+    /// TLS close_notify then FIN; FIN over RSA.
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Tls(stream) => stream.shutdown().await,
+            Stream::Rsa { stream, .. } => stream.shutdown().await,
+        }
+    }
+}
+
 /// A connection after its handshake.
 struct Connection {
-    stream: TlsStream<TcpStream>,
+    stream: Stream,
     settings: Arc<Settings>,
     store: Arc<Store>,
     conn: ConnId,
@@ -488,31 +706,24 @@ impl Connection {
             if settings.frozen() {
                 return End::Frozen;
             }
-            // One TLS record per read: the course dialect frames messages by record.
             let read = tokio::select! {
                 biased;
                 _ = stop.changed() => return End::Shutdown,
                 () = settings.until_frozen() => return End::Frozen,
-                read = self.stream.fill_buf() => match read {
-                    Ok([]) => return End::Closed,
-                    Ok(bytes) => {
-                        if let Some(meter) = &mut self.line_meter
-                            && meter.longest(bytes) > LONG_LINE
-                        {
-                            die(LONG_LINE_MESSAGE);
-                        }
-                        self.decoder.feed(bytes);
-                        Ok(bytes.len())
-                    }
-                    Err(e) => Err(e),
-                },
+                read = self.stream.read(&mut self.decoder, &mut self.line_meter) => read,
             };
             match read {
-                Ok(n) => self.stream.consume(n),
-                Err(e) => {
+                Ok(true) => {}
+                Ok(false) => return End::Closed,
+                Err(ReadError::Closed(e)) => {
                     debug!("read failed: {e}");
                     return End::Closed;
                 }
+                Err(ReadError::Rsa(e)) if self.faults().has(Fault::RsaSkipUndecryptable) => {
+                    debug!("skipping a block: {e}");
+                    continue;
+                }
+                Err(ReadError::Rsa(e)) => return End::Violation(Violation::Rsa(e)),
             }
             loop {
                 let message = match self.decoder.next_message() {
@@ -601,6 +812,10 @@ impl Connection {
         let reply = match message {
             // Served above.
             ClientMessage::Connect { .. } => Reply::ConnectError,
+            ClientMessage::Put { value, .. } if !self.fits(&Reply::get_ok(value.as_str())) => {
+                debug!("PUT refused: a GET reply could not carry its value in one RSA block");
+                Reply::PutError
+            }
             ClientMessage::Put { key, value } => match self.store.put(&login, key, value) {
                 Ok(()) => Reply::PutOk,
                 Err(e) => {
@@ -609,6 +824,10 @@ impl Connection {
                 }
             },
             ClientMessage::Get { key } => match self.store.get(&login, &key) {
+                Some(value) if !self.fits(&Reply::get_ok(value.as_str())) => {
+                    debug!("GET refused: the reply does not fit in one RSA block");
+                    Reply::GetError
+                }
                 Some(value) => self.get_ok(value),
                 None if self.faults().has(Fault::GetMissingReturnsEmpty) => Reply::get_ok(""),
                 None => Reply::GetError,
@@ -682,6 +901,20 @@ impl Connection {
         }
     }
 
+    /// Whether the transport can carry `reply` (over RSA: one block). Always under
+    /// `Fault::RsaNoReplyCap`, whose replies then fail to be written.
+    fn fits(&self, reply: &Reply) -> bool {
+        let Some(max) = self.stream.max_reply() else {
+            return true;
+        };
+        if self.faults().has(Fault::RsaNoReplyCap) {
+            return true;
+        }
+        let mut bytes = Vec::new();
+        reply.encode(self.settings.reply_dialect, &mut bytes);
+        bytes.len() <= max
+    }
+
     /// Appends a reply to the output, as the reply dialect frames it.
     fn reply(&mut self, reply: &Reply) {
         let dialect = self.settings.reply_dialect;
@@ -706,15 +939,13 @@ impl Connection {
         }
     }
 
-    /// Writes the replies of one request as one write (one TLS record) and flushes.
+    /// Writes the reply of one request as one write (one TLS record, one RSA block) and
+    /// flushes.
     async fn flush(&mut self) -> std::io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let write = async {
-            self.stream.write_all(&self.out).await?;
-            self.stream.flush().await
-        };
+        let write = self.stream.write(&self.out);
         let result = tokio::time::timeout(self.settings.write_timeout, write)
             .await
             .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));

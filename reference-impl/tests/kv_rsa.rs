@@ -1,0 +1,249 @@
+//! The RSA variant of the key-value server and client over real connections on 127.0.0.1:
+//! plaintext in blocks, exact plaintext out.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use reference_impl::kv::auth::{HASH_LEN, crc32};
+use reference_impl::kv::client::{Client, ClientError};
+use reference_impl::kv::codec::Dialect;
+use reference_impl::kv::rsa::{self, BLOCK_LEN, KeyPair, PemReader};
+use reference_impl::kv::rsa_stream::RsaStream;
+use reference_impl::kv::server::{self, Fault, RsaOptions, RunningServer, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long any expected event may take.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// A first-use password hash: any 32 bytes will do.
+const ALICE: [u8; HASH_LEN] = [1; HASH_LEN];
+
+async fn start(config: ServerConfig, options: RsaOptions) -> RunningServer {
+    server::spawn_rsa(config, options).await.unwrap()
+}
+
+async fn spec_server() -> RunningServer {
+    start(ServerConfig::default(), RsaOptions::default()).await
+}
+
+/// A connection after a correct key exchange.
+async fn open(server: &RunningServer) -> RsaStream {
+    let tcp = TcpStream::connect(server.addr()).await.unwrap();
+    RsaStream::connect(tcp, PATIENCE).await.unwrap()
+}
+
+/// The next reply's plaintext, as text; `None` when the server closed.
+async fn reply(conn: &mut RsaStream) -> Option<String> {
+    let block = tokio::time::timeout(PATIENCE, conn.read_block())
+        .await
+        .expect("a reply in time")
+        .expect("a whole block that decrypts");
+    block.map(|b| String::from_utf8(b).unwrap())
+}
+
+async fn login(conn: &mut RsaStream, id: &str) {
+    conn.send(format!("CONNECT {id}\n").as_bytes())
+        .await
+        .unwrap();
+    conn.send_clear(&ALICE).await.unwrap();
+    assert_eq!(reply(conn).await.as_deref(), Some("CONNECT: OK\n"));
+}
+
+/// Reads until the server closes; true if it closed (rather than sent more) in time.
+async fn closes(tcp: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 256];
+    matches!(
+        tokio::time::timeout(PATIENCE, tcp.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn a_session_over_rsa_blocks() {
+    let server = spec_server().await;
+    let mut conn = open(&server).await;
+    login(&mut conn, "alice").await;
+    conn.send(b"PUT colour\nblue\n").await.unwrap();
+    assert_eq!(reply(&mut conn).await.as_deref(), Some("PUT: OK\n"));
+    conn.send(b"GET colour\n").await.unwrap();
+    assert_eq!(
+        reply(&mut conn).await.as_deref(),
+        Some("GET blue\n2654390964\n")
+    );
+    conn.send(b"DISCONNECT\n").await.unwrap();
+    assert_eq!(reply(&mut conn).await.as_deref(), Some("DISCONNECT: OK\n"));
+    assert_eq!(reply(&mut conn).await, None);
+    assert_eq!(server.store().session_count(), 0);
+}
+
+#[tokio::test]
+async fn every_connection_gets_a_fresh_server_key() {
+    let server = spec_server().await;
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = TcpStream::connect(server.addr()).await.unwrap();
+        let mine = KeyPair::generate().unwrap();
+        tcp.write_all(mine.public_pem().as_bytes()).await.unwrap();
+        let mut reader = PemReader::default();
+        let mut buf = [0u8; 512];
+        let key = loop {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the server closed before its key");
+            if let Some((key, _)) = reader.push(&buf[..n]).unwrap() {
+                break key;
+            }
+        };
+        keys.push(key);
+    }
+    assert_ne!(keys[0], keys[1]);
+}
+
+#[tokio::test]
+async fn the_course_dialect_and_an_encrypted_hash() {
+    let config = ServerConfig {
+        dialect: Dialect::Course,
+        ..ServerConfig::default()
+    };
+    let server = start(
+        config,
+        RsaOptions {
+            hash_in_clear: false,
+        },
+    )
+    .await;
+    let mut conn = open(&server).await;
+    conn.send(b"CONNECT bob").await.unwrap();
+    conn.send(&ALICE).await.unwrap();
+    assert_eq!(reply(&mut conn).await.as_deref(), Some("CONNECT: OK"));
+    conn.send(b"PUT k\nv").await.unwrap();
+    assert_eq!(reply(&mut conn).await.as_deref(), Some("PUT: OK"));
+    conn.send(b"GET k").await.unwrap();
+    let expected = format!("GET v\n{}", crc32(b"v"));
+    assert_eq!(reply(&mut conn).await, Some(expected));
+}
+
+#[tokio::test]
+async fn a_value_its_get_reply_cannot_carry_is_refused() {
+    let server = spec_server().await;
+    let mut conn = open(&server).await;
+    login(&mut conn, "carol").await;
+    // "GET " + 38 bytes + "\n" + CRC + "\n" needs more than 53 bytes for this value.
+    let long = "x".repeat(38);
+    conn.send(format!("PUT k\n{long}\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(reply(&mut conn).await.as_deref(), Some("PUT: ERROR\n"));
+    assert_eq!(server.store().peek("carol", "k"), None);
+    let fits = "x".repeat(30);
+    conn.send(format!("PUT k\n{fits}\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(reply(&mut conn).await.as_deref(), Some("PUT: OK\n"));
+}
+
+#[tokio::test]
+async fn an_undecryptable_block_drops_the_client_and_its_data() {
+    let server = spec_server().await;
+    let mut conn = open(&server).await;
+    login(&mut conn, "dave").await;
+    conn.send(b"PUT k\nv\n").await.unwrap();
+    assert_eq!(reply(&mut conn).await.as_deref(), Some("PUT: OK\n"));
+    // Above any 512-bit modulus: no key decrypts it.
+    conn.send_clear(&[0xff; BLOCK_LEN]).await.unwrap();
+    assert_eq!(reply(&mut conn).await, None);
+    assert_eq!(server.store().peek("dave", "k"), None);
+    assert!(!server.store().is_active("dave"));
+}
+
+#[tokio::test]
+async fn a_skipping_server_keeps_the_connection() {
+    let config = ServerConfig {
+        faults: Fault::RsaSkipUndecryptable.into(),
+        ..ServerConfig::default()
+    };
+    let server = start(config, RsaOptions::default()).await;
+    let mut conn = open(&server).await;
+    login(&mut conn, "erin").await;
+    conn.send_clear(&[0xff; BLOCK_LEN]).await.unwrap();
+    conn.send(b"GET nothing\n").await.unwrap();
+    assert_eq!(reply(&mut conn).await.as_deref(), Some("GET: ERROR\n"));
+}
+
+#[tokio::test]
+async fn bad_keys_and_early_messages_are_dropped_without_a_reply() {
+    let server = spec_server().await;
+    // A well-formed key of the wrong size.
+    let big = ::rsa::PrivateKey::new_unchecked(&mut getrandom::SysRng, 1024).unwrap();
+    let big = rsa::public_pem(&big.to_public_key()).unwrap();
+    for first in [
+        b"CONNECT alice\n".to_vec(),
+        b"-----BEGIN RSA PUBLIC KEY-----\nnot base64!\n-----END RSA PUBLIC KEY-----\n".to_vec(),
+        big.into_bytes(),
+    ] {
+        let mut tcp = TcpStream::connect(server.addr()).await.unwrap();
+        tcp.write_all(&first).await.unwrap();
+        assert!(
+            closes(&mut tcp).await,
+            "not dropped after {:?}",
+            String::from_utf8_lossy(&first)
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_client_library_speaks_rsa() {
+    let server = spec_server().await;
+    for dialect in [Dialect::Spec, Dialect::Course] {
+        let config = ServerConfig {
+            dialect,
+            ..ServerConfig::default()
+        };
+        let server = start(config, RsaOptions::default()).await;
+        let mut client = Client::connect_rsa(server.addr(), dialect, RsaOptions::default())
+            .await
+            .unwrap();
+        client.login("frank", &ALICE).await.unwrap();
+        client.put("colour", "blue").await.unwrap();
+        assert_eq!(client.get("colour").await.unwrap().as_deref(), Some("blue"));
+        let err = client.put("k", &"x".repeat(60)).await.unwrap_err();
+        // "PUT k\n" and the value, and in the spec dialect a line end.
+        let len = if dialect == Dialect::Spec { 67 } else { 66 };
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "PUT cannot be sent: the message is {len} bytes, and one 512-bit RSA block \
+                 holds at most 53"
+            )
+        );
+        // Nothing was sent: the connection still works.
+        client.delete("colour").await.unwrap();
+        client.disconnect().await.unwrap();
+    }
+    // Data survives a lost connection; the next one exchanges keys again and logs in.
+    let mut first = Client::connect_rsa(server.addr(), Dialect::Spec, RsaOptions::default())
+        .await
+        .unwrap();
+    first.login("gina", &ALICE).await.unwrap();
+    first.put("kept", "yes").await.unwrap();
+    drop(first);
+    let mut second = Client::connect_rsa(server.addr(), Dialect::Spec, RsaOptions::default())
+        .await
+        .unwrap();
+    let mut tries = 0;
+    let login = loop {
+        // The server notices the lost connection shortly after the drop.
+        tries += 1;
+        match second.login("gina", &ALICE).await {
+            Err(ClientError::LoginRefused { .. }) if tries < 100 => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                second = Client::connect_rsa(server.addr(), Dialect::Spec, RsaOptions::default())
+                    .await
+                    .unwrap();
+            }
+            other => break other,
+        }
+    };
+    login.unwrap();
+    assert_eq!(second.get("kept").await.unwrap().as_deref(), Some("yes"));
+}

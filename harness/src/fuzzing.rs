@@ -13,6 +13,7 @@
 //!                      suite.yaml) and of one that plays the server (`role: server`)
 //! then, for a scenario that loads:
 //!   check_vars         against the variables of a fixed Env, and against every name used
+//!   check_splits       for a protocol without encryption and for one with RSA blocks
 //!   expansion          every template of the steps and background rules against that Env:
 //!                      eval, eval_regex + compile_regex for `re:`, decode_hex for `hex:`
 //! ```
@@ -29,9 +30,10 @@
 //!   `SourceFile::line` cuts them), column at most one past the end of that line (in bytes:
 //!   saphyr counts bytes in some scan errors);
 //! - a scenario that loads is well-formed: the suite's role, an id, no tag twice, every span
-//!   (scenario, steps, templates, expressions, packets, background rules) inside the text,
-//!   split offsets positive, strictly increasing and inside a message whose length is known
-//!   (bytes or hex without templates), hex without templates decodable;
+//!   (scenario, steps, templates, expressions, packets, background rules, split offsets)
+//!   inside the text, split offsets positive and strictly increasing (whether they fall
+//!   inside the message is `check_splits`' business: it needs the protocol), hex without
+//!   templates decodable;
 //! - `check_vars` is deterministic, and knowing more variables never adds a diagnostic: with
 //!   every name a template reads known, no variable is reported unknown;
 //! - a template without `{{...}}` expands to its text (as bytes and as a pattern); its
@@ -41,7 +43,8 @@
 //!
 //! Expansion is bounded to keep the fuzzer fast. PBKDF2 costs 100,000 rounds: a template is
 //! expanded only when each of its `pbkdf2` calls hashes variables of the fixed Env (a handful
-//! of values the hash cache keeps). A template whose calls may produce more than 1 MiB on the
+//! of values the hash cache keeps). A template that calls `rsa_key` is never expanded: making
+//! a key of up to 4096 bits costs up to seconds. A template whose calls may produce more than 1 MiB on the
 //! way (by an upper bound worked out from the expressions) is expanded only once per input,
 //! and never when the bound passes four times [`MAX_EXPANSION`]: `hex` nested many times
 //! doubles at every level, and the limit is checked on the template's value, not on each
@@ -51,12 +54,13 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::scenario::model::{
-    Expr, Matcher, PacketSpec, Part, Payload, Role, Scenario, Span, Step, StepKind, SuiteConfig,
-    Template,
+    Clear, ConnectKey, Expr, KeySpec, Matcher, PacketSpec, Part, Payload, Role, Scenario, Span,
+    Step, StepKind, SuiteConfig, Template,
 };
 use crate::scenario::template::{self, MAX_EXPANSION, TemplateError};
 use crate::scenario::{
-    Diagnostic, Diagnostics, Env, check_vars, parse_profile, parse_scenario, parse_suite_config,
+    Diagnostic, Diagnostics, Env, check_splits, check_vars, parse_profile, parse_scenario,
+    parse_suite_config,
 };
 
 /// The variables every template is expanded against. `salt`, `sid` and `uniq` are hex, so
@@ -108,6 +112,7 @@ pub fn scenario(data: &[u8]) {
             assert_eq!(scenario.role, role, "the scenario plays another role");
             source.check_scenario(&scenario);
             source.check_vars(&scenario);
+            source.check_splits(&scenario);
             source.expand_all(&scenario, &mut budget);
         }
     }
@@ -239,10 +244,16 @@ impl Source {
     fn check_step(&self, step: &Step) {
         self.assert_contains(step.span, step);
         match &step.kind {
-            StepKind::Connect { conn, port } => {
+            StepKind::Connect { conn, port, key } => {
                 assert!(!conn.is_empty(), "{step:?}: no connection");
                 if let Some(t) = port {
                     self.check_template(t);
+                }
+                if let Some(ConnectKey { offer, span }) = key {
+                    self.assert_contains(*span, step);
+                    if let KeySpec::Bytes(t) = offer {
+                        self.check_template(t);
+                    }
                 }
             }
             StepKind::Bisect(b) => {
@@ -282,30 +293,25 @@ impl Source {
 
     fn check_send(&self, send: &crate::scenario::model::Send) {
         assert!(!send.conn.is_empty(), "{send:?}: no connection");
-        let len = match &send.payload {
-            Payload::Line(t) => {
-                self.check_template(t);
-                None
-            }
-            Payload::Bytes(t) => {
-                self.check_template(t);
-                t.literal().map(|s| s.len())
-            }
+        if let Clear::Template(t) = &send.clear {
+            self.check_template(t);
+            assert!(
+                t.literal().is_none(),
+                "{send:?}: a literal `clear` kept as a template"
+            );
+        }
+        match &send.payload {
+            Payload::Line(t) | Payload::Bytes(t) => self.check_template(t),
             Payload::Hex(t) => {
                 self.check_template(t);
-                t.literal().map(|s| {
-                    template::decode_hex(s.as_bytes())
-                        .unwrap_or_else(|e| {
-                            panic!("{send:?}: literal hex that does not decode: {e}")
-                        })
-                        .len()
-                })
+                if let Some(s) = t.literal()
+                    && let Err(e) = template::decode_hex(s.as_bytes())
+                {
+                    panic!("{send:?}: literal hex that does not decode: {e}");
+                }
             }
-            Payload::Packet(spec) => {
-                self.check_packet(spec);
-                None
-            }
-        };
+            Payload::Packet(spec) => self.check_packet(spec),
+        }
         let mut last = 0;
         for &offset in &send.split {
             assert!(
@@ -314,12 +320,15 @@ impl Source {
             );
             last = offset;
         }
-        if let Some(len) = len {
-            assert!(
-                send.split.iter().all(|&offset| offset < len),
-                "{send:?}: a split offset outside the {len}-byte message"
-            );
+        assert_eq!(
+            send.split.len(),
+            send.split_spans.len(),
+            "{send:?}: a split offset without its place"
+        );
+        for span in &send.split_spans {
+            self.assert_contains(*span, send);
         }
+        // Whether the offsets fall inside the message needs the protocol: `check_splits`.
     }
 
     fn check_matcher(&self, m: &Matcher) {
@@ -355,6 +364,23 @@ impl Source {
     }
 
     /// `check_vars` as `harness check` runs it, and again knowing every name used.
+    /// `check_splits` as `harness check` runs it for a protocol without encryption and for
+    /// one with 64-byte RSA blocks: deterministic, every diagnostic well-formed.
+    fn check_splits(&self, s: &Scenario) {
+        let path = s.source.path.clone();
+        for block in [None, Some(64)] {
+            let diags = check_splits(s, block);
+            assert_eq!(
+                diags,
+                check_splits(s, block),
+                "check_splits gives different results"
+            );
+            for d in &diags {
+                self.check_diagnostic(&path, d);
+            }
+        }
+    }
+
     fn check_vars(&self, s: &Scenario) {
         let path = s.source.path.clone();
         let fixed: BTreeSet<String> = FIXED_VARS.iter().map(|(k, _)| (*k).to_owned()).collect();
@@ -495,14 +521,28 @@ fn templates(s: &Scenario) -> Vec<(&Template, Usage)> {
     }
     fn step<'s>(s: &'s Step, out: &mut Vec<(&'s Template, Usage)>) {
         match &s.kind {
-            StepKind::Connect { port: Some(t), .. } => out.push((t, Usage::Bytes)),
+            StepKind::Connect { port, key, .. } => {
+                out.extend(port.iter().map(|t| (t, Usage::Bytes)));
+                if let Some(ConnectKey {
+                    offer: KeySpec::Bytes(t),
+                    ..
+                }) = key
+                {
+                    out.push((t, Usage::Bytes));
+                }
+            }
             StepKind::Bisect(b) => {
                 payload(&b.send.payload, out);
                 for e in [&b.found, &b.higher, &b.lower] {
                     matcher(&e.matcher, out);
                 }
             }
-            StepKind::Send(send) => payload(&send.payload, out),
+            StepKind::Send(send) => {
+                payload(&send.payload, out);
+                if let Clear::Template(t) = &send.clear {
+                    out.push((t, Usage::Bytes));
+                }
+            }
             StepKind::Expect(e) => {
                 matcher(&e.matcher, out);
                 for p in [&e.until, &e.joined].into_iter().flatten() {
@@ -542,8 +582,8 @@ const SMALL_WORK: u64 = 1 << 20;
 const MAX_WORK: u64 = 4 * MAX_EXPANSION as u64;
 
 impl Budget {
-    /// Whether to expand `t`: never when it hashes anything but fixed variables or would
-    /// produce more than [`MAX_WORK`] bytes on the way, and only while the budget lasts when
+    /// Whether to expand `t`: never when it hashes anything but fixed variables, makes an
+    /// RSA key, or would produce more than [`MAX_WORK`] bytes on the way, and only while the budget lasts when
     /// it may produce megabytes.
     fn affords(&mut self, t: &Template) -> bool {
         let mut work = 0u64;
@@ -566,7 +606,7 @@ impl Budget {
     }
 
     /// An upper bound on the length of the value of `expr` and on the bytes its calls
-    /// produce; `None` for a PBKDF2 of anything but fixed variables.
+    /// produce; `None` for a PBKDF2 of anything but fixed variables, and for `rsa_key`.
     fn work(&self, expr: &Expr) -> Option<(u64, u64)> {
         let (name, args) = match expr {
             Expr::Var(v) => {
@@ -580,6 +620,9 @@ impl Budget {
             Expr::Int(_) => return Some((20, 0)),
             Expr::Call { name, args } => (name.as_str(), args),
         };
+        if name == "rsa_key" {
+            return None;
+        }
         if name == "pbkdf2"
             && !args
                 .iter()

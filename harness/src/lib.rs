@@ -6,7 +6,7 @@
 //! scenario/  YAML -> typed model with source spans (no I/O)
 //! load       finds suites and scenario files on disk, hands their text to scenario/
 //! protocol/  per-protocol adapters: transport, framing, reference server, vars
-//! transport/ tcp, tls
+//! transport/ tcp, tls, rsa (the kv-rsa key exchange and per-message RSA blocks)
 //! target/    programs under test the harness starts: processes, their output, the client
 //!            under test when the harness plays the server
 //! run/       executes scenarios: connections, steps, deadlines, matching, captures

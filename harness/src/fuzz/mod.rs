@@ -216,6 +216,13 @@ pub enum FuzzEvent<'a> {
 pub enum FuzzError {
     #[error("unknown protocol `{protocol}` (known: {known})")]
     UnknownProtocol { protocol: String, known: String },
+    #[error(
+        "`harness fuzz` does not support the {protocol} protocol yet (it fuzzes {fuzzable}); test it with `harness run` on a suite with `protocol: {protocol}`"
+    )]
+    Unsupported {
+        protocol: &'static str,
+        fuzzable: String,
+    },
     #[error(transparent)]
     Target(#[from] TargetError),
     #[error("cannot start the built-in reference server the cases are checked against: {0}")]
@@ -253,17 +260,25 @@ pub async fn fuzz(
     opts: &FuzzOptions,
     on_event: &mut dyn FnMut(FuzzEvent<'_>),
 ) -> Result<FuzzReport, FuzzError> {
+    // The protocols the fuzzer has a grammar for, in the harness's order.
+    let fuzzable = || {
+        protocol::names()
+            .into_iter()
+            .filter(|name| grammar::find(name).is_some())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let Some(protocol) = protocol::find(&opts.protocol) else {
         return Err(FuzzError::UnknownProtocol {
             protocol: opts.protocol.clone(),
-            known: protocol::names().join(", "),
+            known: fuzzable(),
         });
     };
     let Some(grammar) = grammar::find(protocol.name) else {
-        return Err(FuzzError::Internal(format!(
-            "no fuzzing grammar for the {} protocol",
-            protocol.name
-        )));
+        return Err(FuzzError::Unsupported {
+            protocol: protocol.name,
+            fuzzable: fuzzable(),
+        });
     };
     let suite_path = opts.out.join("suite.yaml");
     let suite = parse_suite_config(&suite_path, grammar.suite_yaml())

@@ -151,6 +151,7 @@ async fn connect(
         .map_err(|e| ObserveError(e.to_string()))?;
     let conn = Connection::start(
         connected.stream,
+        connected.cipher,
         reference.framing,
         reference.quiet,
         RECV_LIMIT,

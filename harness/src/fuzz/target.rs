@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reference_impl::tls::ClientTrust;
 
-use crate::protocol::{self, Protocol, ReferenceServer};
+use crate::protocol::{self, Protocol, ReferenceServer, TransportKind};
 use crate::run::SetupError;
 use crate::target::output::Exit;
 use crate::target::server::{LOG_SHOWN, ManagedServer, ServerSpec, StartError};
@@ -98,19 +98,21 @@ impl Target {
                 insecure,
                 server_name,
             } => {
-                let transport = if protocol.tls {
-                    let trust = match (ca, insecure) {
-                        (_, true) => ClientTrust::InsecureAcceptAny,
-                        (Some(path), false) => ClientTrust::Roots(crate::run::load_ca(path)?),
-                        (None, false) => {
-                            return Err(TargetError::NoTrust {
-                                protocol: protocol.name,
-                            });
-                        }
-                    };
-                    crate::run::tls_transport(addr, trust, server_name.as_deref())?
-                } else {
-                    Transport::Tcp
+                let transport = match protocol.transport {
+                    TransportKind::Tls => {
+                        let trust = match (ca, insecure) {
+                            (_, true) => ClientTrust::InsecureAcceptAny,
+                            (Some(path), false) => ClientTrust::Roots(crate::run::load_ca(path)?),
+                            (None, false) => {
+                                return Err(TargetError::NoTrust {
+                                    protocol: protocol.name,
+                                });
+                            }
+                        };
+                        crate::run::tls_transport(addr, trust, server_name.as_deref())?
+                    }
+                    TransportKind::Rsa => Transport::Rsa,
+                    TransportKind::Tcp => Transport::Tcp,
                 };
                 if let Err(e) = reachable(addr, Duration::from_secs(5)).await {
                     return Err(TargetError::Unreachable {
@@ -138,11 +140,15 @@ impl Target {
                     ports: protocol.ports,
                 };
                 let server = ManagedServer::start(&spec).await?;
-                let transport = if protocol.tls {
+                let transport = match protocol.transport {
                     // A server the harness started has whatever certificate its author made.
-                    crate::run::tls_transport("127.0.0.1:0", ClientTrust::InsecureAcceptAny, None)?
-                } else {
-                    Transport::Tcp
+                    TransportKind::Tls => crate::run::tls_transport(
+                        "127.0.0.1:0",
+                        ClientTrust::InsecureAcceptAny,
+                        None,
+                    )?,
+                    TransportKind::Rsa => Transport::Rsa,
+                    TransportKind::Tcp => Transport::Tcp,
                 };
                 Ok(Self {
                     description: format!("`{}`", server.command),
@@ -268,10 +274,12 @@ pub(super) fn reference_transport(
     protocol: &Protocol,
     server: &ReferenceServer,
 ) -> Result<Transport, SetupError> {
-    if protocol.tls {
-        let trust = ClientTrust::Roots(server.certificate.clone().into_iter().collect());
-        crate::run::tls_transport(&server.addr.to_string(), trust, None)
-    } else {
-        Ok(Transport::Tcp)
+    match protocol.transport {
+        TransportKind::Tls => {
+            let trust = ClientTrust::Roots(server.certificate.clone().into_iter().collect());
+            crate::run::tls_transport(&server.addr.to_string(), trust, None)
+        }
+        TransportKind::Rsa => Ok(Transport::Rsa),
+        TransportKind::Tcp => Ok(Transport::Tcp),
     }
 }

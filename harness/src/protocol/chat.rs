@@ -17,7 +17,7 @@ use super::{Protocol, ReferenceError, ReferenceServer, Stopper};
 pub const PROTOCOL: Protocol = Protocol {
     name: "chat",
     description: "chat server with JSON bodies, heartbeats, a guessing game and file transfers",
-    tls: false,
+    transport: super::TransportKind::Tcp,
     json_bodies: true,
     framing: crate::run::framing::Framing::Lines,
     packet: None,

@@ -10,7 +10,7 @@ use super::{Protocol, ReferenceError, ReferenceServer, Stopper};
 pub const PROTOCOL: Protocol = Protocol {
     name: "kv",
     description: "key-value store over TLS with a PBKDF2 login and CRC-32 checks",
-    tls: true,
+    transport: super::TransportKind::Tls,
     json_bodies: false,
     framing: crate::run::framing::Framing::Lines,
     packet: None,

@@ -12,7 +12,7 @@ use crate::run::framing::Framing;
 pub const PROTOCOL: Protocol = Protocol {
     name: "mathsvc",
     description: "math service framed by pauses: Fibonacci, factorial, word count",
-    tls: false,
+    transport: super::TransportKind::Tcp,
     json_bodies: false,
     framing: Framing::Chunks,
     packet: None,

@@ -10,6 +10,7 @@ use rustls_pki_types::CertificateDer;
 
 pub mod chat;
 pub mod kv;
+pub mod kv_rsa;
 pub mod mathsvc;
 pub mod packet;
 pub mod packet_format;
@@ -41,14 +42,37 @@ pub struct DecodedPacket {
     pub checksum_problem: Option<String>,
 }
 
+/// How a protocol's connections carry its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// Plain TCP.
+    Tcp,
+    /// TLS over TCP (rustls).
+    Tls,
+    /// TCP with an RSA public-key exchange first, then every message one RSA block
+    /// (`kv-rsa`, see `transport::rsa`).
+    Rsa,
+}
+
+impl TransportKind {
+    /// `tcp`, `tls` or `rsa`, as transcripts name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::Tcp => "tcp",
+            TransportKind::Tls => "tls",
+            TransportKind::Rsa => "rsa",
+        }
+    }
+}
+
 /// What the runner needs to know about a protocol.
 #[derive(Debug)]
 pub struct Protocol {
     /// The name suites use in `protocol:` (and the usual folder name).
     pub name: &'static str,
     pub description: &'static str,
-    /// Whether connections speak TLS.
-    pub tls: bool,
+    /// What carries the messages: plain TCP, TLS, or the RSA key exchange and blocks.
+    pub transport: TransportKind,
     /// Whether messages are `HEADER <json>` whose bodies expectations compare as JSON.
     pub json_bodies: bool,
     /// How messages are delimited.
@@ -68,6 +92,7 @@ pub struct Protocol {
 /// Every protocol the harness speaks.
 pub const PROTOCOLS: &[&Protocol] = &[
     &kv::PROTOCOL,
+    &kv_rsa::PROTOCOL,
     &chat::PROTOCOL,
     &mathsvc::PROTOCOL,
     &packet::PROTOCOL,
@@ -167,6 +192,7 @@ pub async fn start_reference(
     }
     match protocol.name {
         "kv" => kv::start(settings).await,
+        "kv-rsa" => kv_rsa::start(settings).await,
         "chat" => chat::start(settings).await,
         "mathsvc" => mathsvc::start(settings).await,
         "packet" => packet::start(settings).await,

@@ -25,7 +25,7 @@ use crate::run::framing::Framing;
 pub const PROTOCOL: Protocol = Protocol {
     name: "packet",
     description: "binary packets with a checksum and an XOR cipher (the grading server)",
-    tls: false,
+    transport: super::TransportKind::Tcp,
     json_bodies: false,
     framing: Framing::LengthPrefixed {
         offset: 12,

@@ -131,6 +131,7 @@ fn sent(t: &mut Transcript, at: u64, conn: &str, text: &str) {
         EntryKind::Sent {
             data: Data::new(text.as_bytes()),
             writes: 1,
+            clear: false,
         },
     );
 }

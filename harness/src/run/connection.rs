@@ -3,6 +3,12 @@
 //!
 //! The queue is bounded, so a target that floods without end fills it and then waits on TCP
 //! flow control: the harness's memory stays bounded whatever the peer does.
+//!
+//! A connection with a [`Cipher`] (`rsa` after its key exchange) reads 64-byte blocks,
+//! decrypts each and frames the plaintext as the protocol does; every message it writes
+//! through [`Connection::seal`] or a responder is one block. A stream that ends inside a
+//! block, or a block that does not decrypt, ends the connection with a
+//! [`CloseKind::Error`] that says so.
 
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,6 +21,7 @@ use tokio::time::Instant;
 
 use super::framing::{Frame, Framing, LineFramer, TooLong};
 use crate::transport::BoxStream;
+use crate::transport::rsa::{BlockReader, Cipher, SealError};
 
 /// Events waiting in a connection's queue. A connection no step reads for a while (in a
 /// chat suite, a client that hears every other scenario's broadcasts) must not fill it, or
@@ -101,7 +108,7 @@ enum Queued {
 #[derive(Debug, Clone)]
 pub struct Responder {
     pub on: ResponderMatch,
-    /// The reply, line end included.
+    /// The reply, line end included (the plaintext, on an encrypted connection).
     pub reply: Vec<u8>,
 }
 
@@ -135,6 +142,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// An open connection.
 pub struct Connection {
     writer: SharedWriter,
+    /// The keys of an encrypted (`rsa`) connection.
+    cipher: Option<Arc<Cipher>>,
     rx: mpsc::Receiver<Queued>,
     partial: SharedPartial,
     reader: JoinHandle<()>,
@@ -157,10 +166,12 @@ pub enum RecvError {
 }
 
 impl Connection {
-    /// Starts the reader task. `quiet` is how long an unterminated line may wait before it
-    /// counts as a message; `recv_limit` bounds a single message.
+    /// Starts the reader task. `cipher`: the connection is encrypted (`rsa`); `quiet` is how
+    /// long an unterminated line may wait before it counts as a message; `recv_limit` bounds
+    /// a single message.
     pub fn start(
         stream: BoxStream,
+        cipher: Option<Cipher>,
         framing: Framing,
         quiet: Duration,
         recv_limit: usize,
@@ -170,26 +181,50 @@ impl Connection {
         let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(writer));
         let (tx, rx) = mpsc::channel(QUEUE);
         let partial = SharedPartial::default();
+        let blocks = cipher.map(|mut c| {
+            let leftover = std::mem::take(&mut c.leftover);
+            (Arc::new(c), leftover)
+        });
+        let cipher = blocks.as_ref().map(|(c, _)| c.clone());
         let reader = tokio::spawn(read_loop(
             reader,
             Delivery {
                 tx,
                 writer: writer.clone(),
                 responders,
+                cipher: cipher.clone(),
             },
-            framing,
-            quiet,
-            recv_limit,
+            Reading {
+                framing,
+                quiet,
+                recv_limit,
+                blocks,
+            },
             partial.clone(),
         ));
         Self {
             writer,
+            cipher,
             rx,
             partial,
             reader,
             closed: None,
             last_message_at: Instant::now(),
             answered: Vec::new(),
+        }
+    }
+
+    /// Whether messages on this connection travel as RSA blocks.
+    pub fn encrypted(&self) -> bool {
+        self.cipher.is_some()
+    }
+
+    /// The bytes that carry one message: its RSA block on an encrypted connection, the
+    /// message itself otherwise.
+    pub fn seal(&self, message: &[u8]) -> Result<Vec<u8>, SealError> {
+        match &self.cipher {
+            Some(c) => c.seal(message),
+            None => Ok(message.to_vec()),
         }
     }
 
@@ -282,6 +317,8 @@ struct Delivery {
     tx: mpsc::Sender<Queued>,
     writer: SharedWriter,
     responders: Arc<[Responder]>,
+    /// Replies are sealed into a block on an encrypted connection.
+    cipher: Option<Arc<Cipher>>,
 }
 
 impl Delivery {
@@ -293,15 +330,24 @@ impl Delivery {
             return self.send(Incoming::Message(frame, at)).await;
         };
         let reply = responder.reply.clone();
-        let write = async {
-            let mut writer = self.writer.lock().await;
-            writer.write_all(&reply).await?;
-            writer.flush().await
+        let sealed = match &self.cipher {
+            Some(c) => c.seal(&reply),
+            None => Ok(reply.clone()),
         };
-        let written = match tokio::time::timeout(REPLY_TIMEOUT, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("the target is not reading".to_owned()),
+        let written = match sealed {
+            Err(e) => Err(e.to_string()),
+            Ok(wire) => {
+                let write = async {
+                    let mut writer = self.writer.lock().await;
+                    writer.write_all(&wire).await?;
+                    writer.flush().await
+                };
+                match tokio::time::timeout(REPLY_TIMEOUT, write).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("the target is not reading".to_owned()),
+                }
+            }
         };
         self.tx
             .send(Queued::Answered(Answered {
@@ -319,18 +365,74 @@ impl Delivery {
     }
 }
 
-async fn read_loop(
-    mut reader: ReadHalf<BoxStream>,
-    tx: Delivery,
+/// How the reader task turns bytes into messages.
+struct Reading {
     framing: Framing,
     quiet: Duration,
     recv_limit: usize,
+    /// An encrypted connection: its keys, and the bytes the server sent right after its key.
+    blocks: Option<(Arc<Cipher>, Vec<u8>)>,
+}
+
+/// The blocks of an encrypted connection, on their way to the framer.
+struct Decrypt {
+    cipher: Arc<Cipher>,
+    blocks: BlockReader,
+}
+
+/// What the reader does after some bytes.
+enum Flow {
+    /// Read on.
+    Go,
+    /// Stop at once: the runner is gone, or the end was reported already.
+    Stop,
+    /// The stream cannot be read on: report its end.
+    End(CloseKind),
+}
+
+async fn read_loop(
+    mut reader: ReadHalf<BoxStream>,
+    tx: Delivery,
+    reading: Reading,
     partial: SharedPartial,
 ) {
+    let Reading {
+        framing,
+        quiet,
+        recv_limit,
+        blocks,
+    } = reading;
     let mut framer = LineFramer::with_framing(recv_limit, framing);
     let mut buf = vec![0u8; READ_BUF];
     let mut frames = Vec::new();
-    loop {
+    let mut leftover = Vec::new();
+    let mut decrypt = blocks.map(|(cipher, rest)| {
+        leftover = rest;
+        Decrypt {
+            cipher,
+            blocks: BlockReader::default(),
+        }
+    });
+    // What the key exchange read past the server's key comes first.
+    let mut flow = if leftover.is_empty() {
+        Flow::Go
+    } else {
+        absorb(
+            &tx,
+            &mut framer,
+            decrypt.as_mut(),
+            &leftover,
+            &mut frames,
+            &partial,
+        )
+        .await
+    };
+    let end = loop {
+        match flow {
+            Flow::Go => {}
+            Flow::Stop => return,
+            Flow::End(end) => break end,
+        }
         let read = if framer.has_partial() {
             match tokio::time::timeout(quiet, reader.read(&mut buf)).await {
                 Ok(read) => read,
@@ -348,33 +450,86 @@ async fn read_loop(
         } else {
             reader.read(&mut buf).await
         };
-        let end = match read {
-            Ok(0) => CloseKind::Clean,
+        flow = match read {
+            Ok(0) => Flow::End(match &decrypt {
+                Some(d) => d
+                    .blocks
+                    .finish()
+                    .map_or_else(|e| CloseKind::Error(e.to_string()), |()| CloseKind::Clean),
+                None => CloseKind::Clean,
+            }),
             Ok(n) => {
-                let pushed = framer.push(&buf[..n], &mut frames);
-                set_partial(&partial, framer.partial());
-                for frame in frames.drain(..) {
-                    if !tx.message(frame).await {
-                        return;
-                    }
-                }
-                if let Err(too_long) = pushed {
-                    tx.send(Incoming::TooLong(too_long, Instant::now())).await;
-                    return;
-                }
-                continue;
+                absorb(
+                    &tx,
+                    &mut framer,
+                    decrypt.as_mut(),
+                    &buf[..n],
+                    &mut frames,
+                    &partial,
+                )
+                .await
             }
-            Err(e) => classify(&e),
+            Err(e) => Flow::End(classify(&e)),
         };
-        set_partial(&partial, &[]);
-        if let Some(frame) = framer.take_partial()
-            && !tx.message(frame).await
-        {
-            return;
-        }
-        tx.send(Incoming::Closed(end, Instant::now())).await;
+    };
+    set_partial(&partial, &[]);
+    if let Some(frame) = framer.take_partial()
+        && !tx.message(frame).await
+    {
         return;
     }
+    tx.send(Incoming::Closed(end, Instant::now())).await;
+}
+
+/// Takes bytes read from the target: decrypts them when the connection is encrypted, frames
+/// them, and queues every complete message.
+async fn absorb(
+    tx: &Delivery,
+    framer: &mut LineFramer,
+    decrypt: Option<&mut Decrypt>,
+    bytes: &[u8],
+    frames: &mut Vec<Frame>,
+    partial: &SharedPartial,
+) -> Flow {
+    let Some(d) = decrypt else {
+        return deliver(tx, framer, bytes, frames, partial).await;
+    };
+    let mut plain = Vec::new();
+    let pushed = d.blocks.push(&d.cipher, bytes, &mut plain);
+    // The blocks before a bad one still count.
+    for text in &plain {
+        if let flow @ (Flow::Stop | Flow::End(_)) = deliver(tx, framer, text, frames, partial).await
+        {
+            return flow;
+        }
+    }
+    match pushed {
+        Ok(()) => Flow::Go,
+        Err(e) => Flow::End(CloseKind::Error(e.to_string())),
+    }
+}
+
+/// Frames `bytes` and queues every complete message; a message past the receive limit is
+/// reported and stops the reader.
+async fn deliver(
+    tx: &Delivery,
+    framer: &mut LineFramer,
+    bytes: &[u8],
+    frames: &mut Vec<Frame>,
+    partial: &SharedPartial,
+) -> Flow {
+    let pushed = framer.push(bytes, frames);
+    set_partial(partial, framer.partial());
+    for frame in frames.drain(..) {
+        if !tx.message(frame).await {
+            return Flow::Stop;
+        }
+    }
+    if let Err(too_long) = pushed {
+        tx.send(Incoming::TooLong(too_long, Instant::now())).await;
+        return Flow::Stop;
+    }
+    Flow::Go
 }
 
 fn classify(e: &io::Error) -> CloseKind {

@@ -16,12 +16,13 @@ use super::outcome::{Failure, Outcome, ScenarioResult};
 use super::transcript::{Data, EntryKind, Transcript, abbreviate, show_bytes};
 use crate::protocol::PacketFormat;
 use crate::scenario::model::{
-    Bisect, Expect, Matcher, PacketSpec, Payload, Scenario, Send, Span, Step, StepKind, Template,
+    Bisect, Clear, ConnectKey, Expect, KeySpec, Matcher, PacketSpec, Payload, Scenario, Send, Span,
+    Step, StepKind, Template,
 };
 use crate::scenario::step::OTHERS;
 use crate::scenario::template::{self, Env};
 use crate::target::output::OutputWatch;
-use crate::transport::{self, Transport};
+use crate::transport::{self, KeyOffer, Transport};
 
 /// The name transcripts give the client under test's process.
 pub const CLIENT: &str = "client";
@@ -283,7 +284,7 @@ impl<'a> Exec<'a> {
 
     async fn step(&mut self, step: &Step) -> Result<(), StepError> {
         match &step.kind {
-            StepKind::Connect { conn, port } => {
+            StepKind::Connect { conn, port, key } => {
                 if self.conns.contains_key(conn) {
                     return Err(StepError::new(
                         Outcome::Error,
@@ -294,7 +295,11 @@ impl<'a> Exec<'a> {
                     Some(t) => self.addr_with_port(t)?,
                     None => self.settings.addr.clone(),
                 };
-                self.open_at(conn, &addr).await
+                let offer = match key {
+                    Some(key) => self.key_offer(key).await?,
+                    None => KeyOffer::Fresh,
+                };
+                self.open_at(conn, &addr, &offer).await
             }
             StepKind::Bisect(b) => self.bisect(b).await,
             StepKind::Send(send) => self.send(send).await,
@@ -353,7 +358,38 @@ impl<'a> Exec<'a> {
             return self.accept(name, None).await;
         }
         let addr = self.settings.addr.clone();
-        self.open_at(name, &addr).await
+        self.open_at(name, &addr, &KeyOffer::Fresh).await
+    }
+
+    /// What `connect: { key: ... }` offers as the client's key.
+    /// (`&mut self`: the future stays `Send` while it waits for the key.)
+    async fn key_offer(&mut self, key: &ConnectKey) -> Result<KeyOffer, StepError> {
+        if !matches!(self.settings.transport, Transport::Rsa) {
+            return Err(StepError::new(
+                Outcome::Error,
+                format!(
+                    "`key` applies to connections with an RSA key exchange (kv-rsa), not to {} connections",
+                    self.settings.transport.name()
+                ),
+            )
+            .span(key.span));
+        }
+        match &key.offer {
+            KeySpec::None => Ok(KeyOffer::None),
+            KeySpec::Bytes(t) => {
+                // `rsa_key(4096)` takes a while: off the runtime's threads.
+                let (t, env) = (t.clone(), self.env.clone());
+                let expanded = tokio::task::spawn_blocking(move || {
+                    template::eval(&t, &env).map_err(|e| (t, e))
+                })
+                .await
+                .map_err(|e| StepError::new(Outcome::Error, e.to_string()))?;
+                match expanded {
+                    Ok(bytes) => Ok(KeyOffer::Raw(bytes)),
+                    Err((t, e)) => Err(template_error(&t, &e)),
+                }
+            }
+        }
     }
 
     /// Waits for the client under test to open a connection, which becomes `name`.
@@ -432,6 +468,7 @@ impl<'a> Exec<'a> {
                 let s = self.settings;
                 let conn = Connection::start(
                     Box::new(tcp),
+                    None,
                     s.framing,
                     self.scenario.quiet,
                     s.recv_limit,
@@ -627,10 +664,14 @@ impl<'a> Exec<'a> {
         }
     }
 
-    async fn open_at(&mut self, name: &str, addr: &str) -> Result<(), StepError> {
+    async fn open_at(&mut self, name: &str, addr: &str, offer: &KeyOffer) -> Result<(), StepError> {
         let s = self.settings;
-        match transport::connect(addr, &s.transport, s.connect_timeout).await {
-            Ok(transport::Connected { stream, local }) => {
+        match transport::connect_with(addr, &s.transport, s.connect_timeout, offer).await {
+            Ok(transport::Connected {
+                stream,
+                local,
+                cipher,
+            }) => {
                 // `{{local_addr_C}}`: where the target sees connection `C` come from.
                 if let Some(local) = local {
                     self.env
@@ -645,9 +686,21 @@ impl<'a> Exec<'a> {
                         transport: s.transport.name().to_owned(),
                     },
                 );
+                if matches!(s.transport, Transport::Rsa) {
+                    let keys = match (&cipher, offer) {
+                        (Some(c), _) => EntryKind::KeysExchanged { bits: c.bits() },
+                        (None, KeyOffer::Raw(bytes)) => EntryKind::KeyOffered {
+                            data: Data::new(bytes),
+                            bits: transport::rsa::key_bits(bytes),
+                        },
+                        (None, _) => EntryKind::NoKeyExchange,
+                    };
+                    self.transcript.push(at, name, keys);
+                }
                 let responders = self.responders()?;
                 let conn = Connection::start(
                     stream,
+                    cipher,
                     s.framing,
                     self.scenario.quiet,
                     s.recv_limit,
@@ -688,6 +741,27 @@ impl<'a> Exec<'a> {
         template::eval(t, &self.env).map_err(|e| template_error(t, &e))
     }
 
+    /// Whether a send goes out unencrypted, as its `clear:` says.
+    fn clear(&self, clear: &Clear) -> Result<bool, StepError> {
+        match clear {
+            Clear::No => Ok(false),
+            Clear::Yes => Ok(true),
+            Clear::Template(t) => match self.expand(t)?.as_slice() {
+                b"true" => Ok(true),
+                b"false" => Ok(false),
+                other => Err(StepError::new(
+                    Outcome::Error,
+                    format!(
+                        "`clear` must expand to `true` or `false`, found {}",
+                        abbreviate(&show_bytes(other), 80)
+                    ),
+                )
+                .span(t.span)
+                .help("set the variable to true or false (in the suite's vars, a profile, or --var NAME=true)")),
+            },
+        }
+    }
+
     async fn send(&mut self, send: &Send) -> Result<(), StepError> {
         let bytes = match &send.payload {
             Payload::Line(t) => {
@@ -709,15 +783,16 @@ impl<'a> Exec<'a> {
         self.write_pieces(send, bytes, &split).await
     }
 
-    /// Writes `bytes` cut at `offsets`, one write each, and records it.
+    /// Writes `bytes` cut at `offsets`, one write each, and records it. On an encrypted
+    /// connection `bytes` go out as one RSA block (unless the send is `clear`), and the
+    /// offsets cut the block.
     async fn write_pieces(
         &mut self,
         send: &Send,
-        mut bytes: Vec<u8>,
+        bytes: Vec<u8>,
         offsets: &[usize],
     ) -> Result<(), StepError> {
-        let pieces =
-            split_at(&mut bytes, offsets).map_err(|m| StepError::new(Outcome::Error, m))?;
+        let clear = self.clear(&send.clear)?;
         let timeout = self.timeout;
         // Pause-framed protocols: two sends in a row need a pause between them.
         if !self.scenario.gap.is_zero() && !self.sent_last.insert(send.conn.clone()) {
@@ -725,6 +800,19 @@ impl<'a> Exec<'a> {
         }
         self.last_sender = Some(send.conn.clone());
         let conn = self.conn(&send.conn).await?;
+        let encrypted = conn.encrypted();
+        // The plaintext of an encrypted send, for the transcript.
+        let (mut wire, plaintext) = if encrypted && !clear {
+            let block = conn.seal(&bytes).map_err(|e| {
+                StepError::new(Outcome::Error, e.to_string()).help(
+                    "send it as several messages, or unencrypted with `clear: true` if that is what the test needs",
+                )
+            })?;
+            (block, Some(bytes))
+        } else {
+            (bytes, None)
+        };
+        let pieces = split_at(&mut wire, offsets).map_err(|m| StepError::new(Outcome::Error, m))?;
         let mut writes = 0;
         let mut result = Ok(());
         let mut failed_write = None;
@@ -761,13 +849,15 @@ impl<'a> Exec<'a> {
             writes
         };
         if attempted > 0 {
-            let sent: Vec<u8> = pieces[..attempted].concat();
+            // An encrypted send shows its plaintext; a plain one what went out.
+            let sent: Vec<u8> = plaintext.unwrap_or_else(|| pieces[..attempted].concat());
             self.transcript.push(
                 at,
                 &send.conn,
                 EntryKind::Sent {
                     data: Data::new(&sent),
                     writes: attempted,
+                    clear: encrypted && clear,
                 },
             );
         }
@@ -1198,6 +1288,7 @@ impl<'a> Exec<'a> {
                 Ok(()) => EntryKind::Sent {
                     data: Data::new(&a.reply),
                     writes: 1,
+                    clear: false,
                 },
                 Err(reason) => EntryKind::SendFailed { reason },
             };
@@ -1218,7 +1309,11 @@ impl<'a> Exec<'a> {
             bytes.extend_from_slice(&self.line_end);
             let timeout = self.timeout;
             if let Some(conn) = self.conns.get_mut(name) {
-                let written = tokio::time::timeout(timeout, conn.write(&bytes)).await;
+                // A reply too long for one RSA block fails as a write does: in the transcript.
+                let written = match conn.seal(&bytes) {
+                    Ok(wire) => tokio::time::timeout(timeout, conn.write(&wire)).await,
+                    Err(e) => Ok(Err(std::io::Error::other(e.to_string()))),
+                };
                 let at = self.elapsed();
                 match written {
                     Ok(Ok(())) => self.transcript.push(
@@ -1227,6 +1322,7 @@ impl<'a> Exec<'a> {
                         EntryKind::Sent {
                             data: Data::new(&bytes),
                             writes: 1,
+                            clear: false,
                         },
                     ),
                     Ok(Err(e)) => self.transcript.push(

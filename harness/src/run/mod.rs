@@ -24,7 +24,7 @@ pub mod transcript;
 pub use execute::{ClientPeer, ExecSettings, Peer, run_scenario, run_scenario_with};
 pub use outcome::{Failure, Outcome, ScenarioResult, Summary};
 
-use crate::protocol::{self, Protocol, ReferenceServer};
+use crate::protocol::{self, Protocol, ReferenceServer, TransportKind};
 use crate::report::{Event, Reporter};
 use crate::scenario::model::{Profile, Role, Scenario, Suite};
 use crate::target::client::{ClientSpec, RunningClient};
@@ -151,6 +151,10 @@ pub enum SetupError {
         "the harness cannot play a TLS server yet (suite {dir}): serve suites of plain-TCP protocols"
     )]
     ServeTls { dir: String },
+    #[error(
+        "the harness cannot play the server of an RSA key exchange yet (suite {dir}): serve suites of plain-TCP protocols"
+    )]
+    ServeRsa { dir: String },
     #[error("{0}")]
     ClientCommand(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -235,7 +239,9 @@ pub fn next_uniq() -> String {
 }
 
 /// Static checks that need more than one file: every variable a scenario uses is defined by
-/// its protocol, its suite, the profile, `--var`, or an earlier capture. Run by `harness
+/// its protocol, its suite, the profile, `--var`, or an earlier capture; split offsets fall
+/// inside what goes on the wire (a message, or its RSA block); and options that only some
+/// transports have (`connect: { key }`) are used only there. Run by `harness
 /// check` and before `harness run` starts anything.
 pub fn check_suites(
     suites: &[Suite],
@@ -246,18 +252,67 @@ pub fn check_suites(
     for suite in suites {
         let mut known: std::collections::BTreeSet<String> =
             suite.config.vars.keys().cloned().collect();
-        if let Ok(protocol) = suite_protocol(suite) {
+        let protocol = suite_protocol(suite).ok();
+        if let Some(protocol) = protocol {
             known.extend(protocol.vars.iter().map(|(k, _)| (*k).to_owned()));
         }
         if let Some(p) = profile {
             known.extend(p.vars.keys().cloned());
         }
         known.extend(vars.keys().cloned());
+        // On an encrypted connection a split cuts the message's RSA block.
+        let block = protocol
+            .filter(|p| p.transport == TransportKind::Rsa)
+            .map(|_| reference_impl::kv::rsa::BLOCK_LEN);
         for scenario in &suite.scenarios {
             diagnostics.extend(crate::scenario::check_vars(scenario, &known));
+            diagnostics.extend(crate::scenario::check_splits(scenario, block));
+            if let Some(protocol) = protocol {
+                diagnostics.extend(check_transport_options(scenario, protocol));
+            }
         }
     }
     diagnostics
+}
+
+/// `connect: { key: ... }` is for protocols with an RSA key exchange only.
+fn check_transport_options(
+    scenario: &Scenario,
+    protocol: &Protocol,
+) -> Vec<crate::scenario::Diagnostic> {
+    use crate::scenario::model::StepKind;
+    if protocol.transport == TransportKind::Rsa {
+        return Vec::new();
+    }
+    let rsa: Vec<&str> = protocol::PROTOCOLS
+        .iter()
+        .filter(|p| p.transport == TransportKind::Rsa)
+        .map(|p| p.name)
+        .collect();
+    scenario
+        .steps
+        .iter()
+        .filter_map(|step| match &step.kind {
+            StepKind::Connect { key: Some(key), .. } => Some(key.span),
+            _ => None,
+        })
+        .map(|span| {
+            crate::scenario::Diagnostic::error(
+                &scenario.source,
+                span,
+                format!(
+                    "`key` sets the public key of an RSA key exchange; the {} protocol has none ({} connections)",
+                    protocol.name,
+                    protocol.transport.name()
+                ),
+            )
+            .with_label("not for this protocol")
+            .with_help(format!(
+                "remove `key:`, or put the scenario in a suite of {}",
+                rsa.join(", ")
+            ))
+        })
+        .collect()
 }
 
 /// Runs every suite in order; scenarios of a suite run in parallel.
@@ -307,12 +362,18 @@ pub async fn run(
         let protocol = suite_protocol(suite)?;
         let dir = suite.dir.display().to_string();
         if suite.config.role == Role::Server {
-            if protocol.tls {
-                return Err(SetupError::ServeTls { dir });
+            match protocol.transport {
+                TransportKind::Tls => return Err(SetupError::ServeTls { dir }),
+                TransportKind::Rsa => return Err(SetupError::ServeRsa { dir }),
+                TransportKind::Tcp => {}
             }
             continue;
         }
-        if protocol.tls && opts.target.is_some() && opts.ca.is_none() && !opts.insecure {
+        if protocol.transport == TransportKind::Tls
+            && opts.target.is_some()
+            && opts.ca.is_none()
+            && !opts.insecure
+        {
             return Err(SetupError::NoTrust { dir });
         }
     }
@@ -659,18 +720,20 @@ async fn prepare(
             (server.addr.to_string(), Some(server))
         }
     };
-    let transport = if protocol.tls {
-        let trust = match (&reference, &opts.ca, opts.insecure) {
-            (Some(r), _, _) => ClientTrust::Roots(r.certificate.clone().into_iter().collect()),
-            // A server the harness started has whatever certificate its author made.
-            (None, None, _) if opts.exec.is_some() => ClientTrust::InsecureAcceptAny,
-            (None, _, true) => ClientTrust::InsecureAcceptAny,
-            (None, Some(path), false) => ClientTrust::Roots(load_ca(path)?),
-            (None, None, false) => ClientTrust::Roots(Vec::new()),
-        };
-        tls_transport(&addr, trust, opts.server_name.as_deref())?
-    } else {
-        Transport::Tcp
+    let transport = match protocol.transport {
+        TransportKind::Tls => {
+            let trust = match (&reference, &opts.ca, opts.insecure) {
+                (Some(r), _, _) => ClientTrust::Roots(r.certificate.clone().into_iter().collect()),
+                // A server the harness started has whatever certificate its author made.
+                (None, None, _) if opts.exec.is_some() => ClientTrust::InsecureAcceptAny,
+                (None, _, true) => ClientTrust::InsecureAcceptAny,
+                (None, Some(path), false) => ClientTrust::Roots(load_ca(path)?),
+                (None, None, false) => ClientTrust::Roots(Vec::new()),
+            };
+            tls_transport(&addr, trust, opts.server_name.as_deref())?
+        }
+        TransportKind::Rsa => Transport::Rsa,
+        TransportKind::Tcp => Transport::Tcp,
     };
     let settings = ExecSettings {
         addr,

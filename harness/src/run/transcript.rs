@@ -8,6 +8,16 @@
 //!   0.300s  S -> C  "2930711296"  (no line end)
 //!   0.301s  C  closed by the target (clean close)
 //! ```
+//!
+//! On an `rsa` connection messages are shown as plaintext (what the steps wrote and what
+//! the blocks decrypted to), the key exchange as one line, and the private keys nowhere:
+//!
+//! ```text
+//!   0.004s  C  connected to 127.0.0.1:4000 (rsa)
+//!   0.004s  C  keys exchanged (512-bit RSA)
+//!   0.004s  C -> S  "CONNECT u1f3a\n"
+//!   0.005s  C -> S  32 bytes  0834af32 8d106def ...  (in the clear)
+//! ```
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -43,12 +53,30 @@ pub enum EntryKind {
     ConnectFailed {
         reason: String,
     },
-    /// Bytes we sent, in `writes` separate writes.
+    /// Bytes we sent, in `writes` separate writes. On an `rsa` connection the plaintext of
+    /// the block that carried them, or (`clear`) bytes sent unencrypted.
     Sent {
         #[serde(flatten)]
         data: Data,
         writes: usize,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        clear: bool,
     },
+    /// The RSA key exchange of an `rsa` connection completed: every message from now on is
+    /// one block of this many bits.
+    KeysExchanged {
+        bits: usize,
+    },
+    /// `connect: { key: "..." }`: these bytes went out as the client's public key (`bits`
+    /// when they are a PKCS#1 public key); no exchange, nothing encrypted.
+    KeyOffered {
+        #[serde(flatten)]
+        data: Data,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bits: Option<usize>,
+    },
+    /// `connect: { key: none }`: an `rsa` connection without any key exchange.
+    NoKeyExchange,
     /// A write failed: the target had closed the connection.
     SendFailed {
         reason: String,
@@ -414,12 +442,42 @@ impl Transcript {
                 EntryKind::ConnectFailed { reason } => {
                     let _ = write!(line, "{c}  could not connect: {reason}");
                 }
-                EntryKind::Sent { data, writes } => {
+                EntryKind::Sent {
+                    data,
+                    writes,
+                    clear,
+                } => {
                     let arrow = self.arrow(c, true);
                     let _ = write!(line, "{arrow}  {}", show_data(data, &data.bytes));
                     if *writes > 1 {
                         let _ = write!(line, "  (in {writes} writes)");
                     }
+                    if *clear {
+                        line.push_str("  (in the clear)");
+                    }
+                }
+                EntryKind::KeysExchanged { bits } => {
+                    let _ = write!(line, "{c}  keys exchanged ({bits}-bit RSA)");
+                }
+                EntryKind::KeyOffered { data, bits } => {
+                    let arrow = self.arrow(c, true);
+                    let key = match bits {
+                        Some(bits) => format!(
+                            "a {bits}-bit RSA public key (PKCS#1 PEM, {} bytes)",
+                            data.len
+                        ),
+                        None => show_data(data, &data.bytes),
+                    };
+                    let _ = write!(
+                        line,
+                        "{arrow}  {key} as the client's public key; no key exchange, messages go out unencrypted"
+                    );
+                }
+                EntryKind::NoKeyExchange => {
+                    let _ = write!(
+                        line,
+                        "{c}  no key exchange (key: none): messages go out unencrypted"
+                    );
                 }
                 EntryKind::SendFailed { reason } => {
                     let arrow = self.arrow(c, true);

@@ -22,6 +22,7 @@ pub use parse::{
     Diagnostics, FileKind, parse_profile, parse_scenario, parse_suite_config, profile_name,
     source_text,
 };
+pub use step::check_splits;
 pub use template::{Env, TemplateError, check_vars};
 pub use yaml::yaml_quote;
 

@@ -227,6 +227,8 @@ pub enum StepKind {
         /// `port:` another port of the target host: a number, or `+N` for the target's port
         /// plus N (e.g. a data channel beside the control port).
         port: Option<Template>,
+        /// `key:` what an `rsa` connection offers instead of a fresh key (`kv-rsa` only).
+        key: Option<ConnectKey>,
     },
     /// Binary search for a number the target hides: send with `var` set to the middle of the
     /// range, narrow the range by the reply, until a reply matches `found`.
@@ -278,17 +280,56 @@ pub enum StepKind {
     },
 }
 
+/// `connect: { key: ... }`: the client's public key on an `rsa` connection, other than the
+/// fresh one the transport makes. Either way there is no key exchange: no key of the
+/// server's is awaited and every send goes out as it is, unencrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectKey {
+    pub offer: KeySpec,
+    /// The `key` key, for errors about the option itself.
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySpec {
+    /// `key: none`: no key at all (a message before the key).
+    None,
+    /// `key: "<template>"`: its expansion is sent as the key, in one write (a malformed
+    /// key, a key of the wrong size with `{{rsa_key(1024)}}`).
+    Bytes(Template),
+}
+
+/// `send: { ..., clear: ... }`: whether the bytes skip the encryption of an `rsa`
+/// connection. Other transports send every message as it is, so it has no effect there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Clear {
+    /// Encrypted (on an `rsa` connection): the default.
+    #[default]
+    No,
+    /// `clear: true`: the bytes go out as they are.
+    Yes,
+    /// `clear: "{{var}}"`: a template that must expand to `true` or `false` when the step
+    /// runs (a dialect variable such as `hash_in_clear`).
+    Template(Template),
+}
+
 #[derive(Debug, Clone)]
 pub struct Send {
     pub conn: String,
     pub payload: Payload,
-    /// Split the bytes into several writes at these offsets (strictly increasing, each < len).
+    /// Split the bytes into several writes at these offsets (strictly increasing; each
+    /// inside what goes on the wire: the message, or its RSA block on an encrypted
+    /// connection).
     pub split: Vec<usize>,
+    /// Where each offset of `split` is written.
+    pub split_spans: Vec<Span>,
     /// Pause between the writes of a split send.
     pub pause: Duration,
     /// Packets only: cut `data` into packets of at most this many bytes, each its own
     /// write, `flag` 0 on all but the last, which gets 1.
     pub chunk: Option<usize>,
+    /// Send the bytes unencrypted on an `rsa` connection.
+    pub clear: Clear,
 }
 
 #[derive(Debug, Clone)]

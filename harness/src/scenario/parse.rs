@@ -611,7 +611,13 @@ impl Ctx {
         Some(fields)
     }
 
-    fn type_error(&mut self, node: &Node, key: &str, expected: &str, help: Option<&str>) {
+    pub(crate) fn type_error(
+        &mut self,
+        node: &Node,
+        key: &str,
+        expected: &str,
+        help: Option<&str>,
+    ) {
         let d = self
             .error(
                 node.span,

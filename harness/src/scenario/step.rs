@@ -3,7 +3,8 @@
 //! ```text
 //! - C -> S: text                      send a line on C       (step span: the text)
 //! - S -> C: text | re:regex           expect on C            (step span: the text)
-//! - send: text | {conn, text|bytes|hex|packet, split, pause}  (step span: `send`)
+//! - send: text | {conn, text|bytes|hex|packet, split, pause, chunk, clear}
+//!                                      (step span: `send`)
 //! - S -> others: text                 expect on every open connection but the last sender
 //! - expect: text | {conn, text|re|bytes|hex|packet, within, subset, at, tolerance, until,
 //!                   joined}
@@ -13,7 +14,8 @@
 //! - sleep: duration
 //! - close: ~ | conn
 //! - shutdown: ~ | conn                   half-close: FIN, then keep reading
-//! - connect: ~ | conn | {conn, port}   port: a number, or +N from the target's port
+//! - connect: ~ | conn | {conn, port, key}
+//!                                      port: a number, or +N from the target's port
 //! - bisect: {conn, var, low, high, send, found, higher, lower}
 //!                                      find a hidden number by halving [low, high]
 //!
@@ -30,6 +32,24 @@
 //!                                      a line the client printed (stdout, or stream: stderr)
 //! ```
 //!
+//! On an `rsa` connection (`kv-rsa`) the transport exchanges keys when the connection opens
+//! and encrypts every send (one send = one RSA block of at most 53 bytes; `split` offsets
+//! then cut the 64-byte block), so steps are written in plaintext. Two options break that on
+//! purpose:
+//!
+//! ```text
+//! send: { ..., clear: true }          the bytes go out unencrypted (the password hash after
+//!                                      CONNECT); also `clear: "{{hash_in_clear}}"`, a template
+//!                                      that expands to `true` or `false` when the step runs.
+//!                                      Other transports never encrypt: no effect there.
+//! connect: { conn: C, key: none }     no key exchange at all: plain TCP, sends unencrypted
+//! connect: { conn: C, key: "..." }    the expansion is sent (one write) as the client's
+//!                                      public key, e.g. "{{rsa_key(1024)}}"; no exchange is
+//!                                      awaited and sends go out unencrypted. `none` means no
+//!                                      key; write "{{'none'}}" to send the word. `key` is for
+//!                                      rsa protocols only (`harness check` says so).
+//! ```
+//!
 //! `re:` may be followed by one space, but then YAML needs the message quoted
 //! (`- S -> C: 're: \d+'`), since an unquoted `: ` starts a mapping; `re:\d+` needs no quotes.
 //! A message that really starts with `re:` is written `- expect: { text: "re: ..." }`.
@@ -42,10 +62,10 @@
 
 use std::time::Duration;
 
-use super::diagnostic::did_you_mean;
+use super::diagnostic::{Diagnostic, did_you_mean};
 use super::model::{
-    At, BackgroundRule, Bisect, Expect, Matcher, PacketSpec, Payload, Role, Send, Span, Step,
-    StepKind, Template,
+    At, BackgroundRule, Bisect, Clear, ConnectKey, Expect, KeySpec, Matcher, PacketSpec, Payload,
+    Role, Scenario, Send, Span, Step, StepKind, Template,
 };
 use super::parse::{Ctx, Fields};
 use super::template;
@@ -77,7 +97,7 @@ const STEP_KINDS: &[&str] = &[
     "points",
 ];
 const SEND_KEYS: &[&str] = &[
-    "conn", "text", "bytes", "hex", "packet", "split", "pause", "chunk",
+    "conn", "text", "bytes", "hex", "packet", "split", "pause", "chunk", "clear",
 ];
 const SEND_PAYLOADS: &[&str] = &["text", "bytes", "hex", "packet"];
 const EXPECT_KEYS: &[&str] = &[
@@ -95,7 +115,7 @@ const EXPECT_KEYS: &[&str] = &[
     "joined",
 ];
 const BACKGROUND_KEYS: &[&str] = &["on", "reply"];
-const CONNECT_KEYS: &[&str] = &["conn", "port"];
+const CONNECT_KEYS: &[&str] = &["conn", "port", "key"];
 const BISECT_KEYS: &[&str] = &[
     "conn", "var", "low", "high", "send", "found", "higher", "lower",
 ];
@@ -316,8 +336,10 @@ fn arrow(
             conn: conn.to_owned(),
             payload,
             split: Vec::new(),
+            split_spans: Vec::new(),
             pause: Duration::ZERO,
             chunk: None,
+            clear: Clear::No,
         })
     } else {
         let matcher = match text.strip_prefix("re:") {
@@ -469,8 +491,10 @@ fn send(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Option
             conn: current.clone(),
             payload: Payload::Line(ctx.template(value, 0)?),
             split: Vec::new(),
+            split_spans: Vec::new(),
             pause: Duration::ZERO,
             chunk: None,
+            clear: Clear::No,
         }));
     }
     if !matches!(value.kind, Kind::Map(_)) {
@@ -505,8 +529,8 @@ fn send(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Option
         })
     });
     let split = match f.get("split") {
-        Some(node) => split(ctx, node, payload.as_ref()),
-        None => Some(Vec::new()),
+        Some(node) => split(ctx, node),
+        None => Some((Vec::new(), Vec::new())),
     };
     let pause = match f.get("pause") {
         Some(node) => ctx.duration(node, "pause"),
@@ -530,17 +554,53 @@ fn send(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Option
         }
         None => None,
     };
+    let clear = match f.get("clear") {
+        Some(node) => clear(ctx, node),
+        None => Some(Clear::No),
+    };
+    let split = split?;
     Some(StepKind::Send(Send {
         conn: conn?,
         payload: payload?,
-        split: split?,
+        split: split.0,
+        split_spans: split.1,
         pause: pause?,
         chunk,
+        clear: clear?,
     }))
 }
 
-/// `split: [1, 5]`: strictly increasing offsets inside the message.
-fn split(ctx: &mut Ctx, node: &Node, payload: Option<&Payload>) -> Option<Vec<usize>> {
+/// `clear: true | false | "{{var}}"`.
+fn clear(ctx: &mut Ctx, node: &Node) -> Option<Clear> {
+    const HELP: &str = "write `clear: true` to send the bytes unencrypted, or a variable \
+                        that holds `true` or `false`: `clear: \"{{hash_in_clear}}\"`";
+    if node.is_plain() {
+        match node.scalar() {
+            Some("true" | "True" | "TRUE") => return Some(Clear::Yes),
+            Some("false" | "False" | "FALSE") => return Some(Clear::No),
+            _ => {}
+        }
+    }
+    if node.scalar().is_none() || node.is_null() {
+        ctx.type_error(node, "clear", "`true`, `false` or a template", Some(HELP));
+        return None;
+    }
+    let t = ctx.template(node, 0)?;
+    match t.literal().as_deref() {
+        None => Some(Clear::Template(t)),
+        Some("true") => Some(Clear::Yes),
+        Some("false") => Some(Clear::No),
+        Some(_) => {
+            ctx.type_error(node, "clear", "`true` or `false`", Some(HELP));
+            None
+        }
+    }
+}
+
+/// `split: [1, 5]`: strictly increasing offsets, and where each is written. Whether they
+/// fall inside the message is checked with the protocol known ([`check_splits`]): on an
+/// encrypted connection they cut the message's RSA block, not the message.
+fn split(ctx: &mut Ctx, node: &Node) -> Option<(Vec<usize>, Vec<Span>)> {
     let Kind::Seq(items) = &node.kind else {
         let d = ctx
             .error(
@@ -554,16 +614,8 @@ fn split(ctx: &mut Ctx, node: &Node, payload: Option<&Payload>) -> Option<Vec<us
         ctx.push(d);
         return None;
     };
-    // The length is known before the run only for bytes without templates.
-    let len = match payload {
-        Some(Payload::Bytes(t)) => t.literal().map(|s| s.len()),
-        Some(Payload::Hex(t)) => t
-            .literal()
-            .and_then(|s| template::decode_hex(s.as_bytes()).ok())
-            .map(|b| b.len()),
-        _ => None,
-    };
     let mut offsets = Vec::with_capacity(items.len());
+    let mut spans = Vec::with_capacity(items.len());
     let mut ok = true;
     for item in items {
         let Some(n) = ctx.int(item, "split") else {
@@ -572,14 +624,9 @@ fn split(ctx: &mut Ctx, node: &Node, payload: Option<&Payload>) -> Option<Vec<us
         };
         let n = n as usize;
         let problem = if n == 0 {
-            Some("a split offset must be greater than 0".to_owned())
+            Some("a split offset must be greater than 0")
         } else if offsets.last().is_some_and(|&last| n <= last) {
-            Some("split offsets must be strictly increasing".to_owned())
-        } else if len.is_some_and(|len| n >= len) {
-            Some(format!(
-                "split offset {n} is not inside the {}-byte message",
-                len.unwrap_or_default()
-            ))
+            Some("split offsets must be strictly increasing")
         } else {
             None
         };
@@ -589,8 +636,61 @@ fn split(ctx: &mut Ctx, node: &Node, payload: Option<&Payload>) -> Option<Vec<us
             ok = false;
         }
         offsets.push(n);
+        spans.push(item.span);
     }
-    ok.then_some(offsets)
+    ok.then_some((offsets, spans))
+}
+
+/// The split offsets of sends whose length is known before the run, against that length:
+/// the bytes of a `bytes` or `hex` payload without templates, or `block` (the RSA block
+/// size, for a protocol that encrypts) for a send that goes out encrypted. A connection
+/// opened with `connect: { key: ... }` is not encrypted until it closes; a send whose
+/// `clear` is a template is left to the run.
+pub fn check_splits(scenario: &Scenario, block: Option<usize>) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    // Connections opened without a key exchange (their sends go out as they are).
+    let mut raw = std::collections::BTreeSet::new();
+    for step in &scenario.steps {
+        let send = match &step.kind {
+            StepKind::Connect {
+                conn, key: Some(_), ..
+            } => {
+                raw.insert(conn.clone());
+                continue;
+            }
+            StepKind::Close { conn } | StepKind::ExpectClose { conn, .. } => {
+                raw.remove(conn);
+                continue;
+            }
+            StepKind::Send(send) if !send.split.is_empty() => send,
+            _ => continue,
+        };
+        let literal = match &send.payload {
+            Payload::Bytes(t) => t.literal().map(|s| s.len()),
+            Payload::Hex(t) => t
+                .literal()
+                .and_then(|s| template::decode_hex(s.as_bytes()).ok())
+                .map(|b| b.len()),
+            _ => None,
+        };
+        let encrypted = block.is_some() && !raw.contains(&send.conn);
+        let (len, what) = match (&send.clear, encrypted) {
+            (Clear::Template(_), true) => continue,
+            (Clear::No, true) => (block, "RSA block"),
+            _ => (literal, "message"),
+        };
+        let Some(len) = len else { continue };
+        for (&n, &span) in send.split.iter().zip(&send.split_spans) {
+            if n >= len {
+                diags.push(Diagnostic::error(
+                    &scenario.source,
+                    span,
+                    format!("split offset {n} is not inside the {len}-byte {what}"),
+                ));
+            }
+        }
+    }
+    diags
 }
 
 /// Hex without templates is checked now rather than when the step runs.
@@ -776,11 +876,15 @@ fn packet(ctx: &mut Ctx, node: &Node) -> Option<PacketSpec> {
     })
 }
 
-/// `connect: C`, or `connect: { conn: D, port: "+1" }`.
+/// `connect: C`, or `connect: { conn: D, port: "+1", key: none }`.
 fn connect(ctx: &mut Ctx, value: &Node, current: &mut String) -> Option<StepKind> {
     if !matches!(value.kind, Kind::Map(_)) {
         let conn = conn_or_current(ctx, value, current)?;
-        return Some(StepKind::Connect { conn, port: None });
+        return Some(StepKind::Connect {
+            conn,
+            port: None,
+            key: None,
+        });
     }
     let f = ctx.fields(value, CONNECT_KEYS, "`connect`")?;
     let conn = conn_field(ctx, &f, current);
@@ -788,7 +892,42 @@ fn connect(ctx: &mut Ctx, value: &Node, current: &mut String) -> Option<StepKind
         Some(node) => Some(ctx.template(node, 0)?),
         None => None,
     };
-    Some(StepKind::Connect { conn: conn?, port })
+    let key = match f.entry("key") {
+        Some((key, node)) => Some(connect_key(ctx, key, node)?),
+        None => None,
+    };
+    Some(StepKind::Connect {
+        conn: conn?,
+        port,
+        key,
+    })
+}
+
+/// `key: none`, or `key: "<template>"` sent as the client's public key.
+fn connect_key(ctx: &mut Ctx, key: &Node, node: &Node) -> Option<ConnectKey> {
+    let span = key.span;
+    if node.scalar() == Some("none") {
+        return Some(ConnectKey {
+            offer: KeySpec::None,
+            span,
+        });
+    }
+    if node.scalar().is_none() || node.is_null() {
+        ctx.type_error(
+            node,
+            "key",
+            "`none` or the text to send as the client's public key",
+            Some(
+                "`key: none` opens the connection without a key exchange; \
+                 `key: \"{{rsa_key(1024)}}\"` sends a key of the wrong size instead of a fresh one",
+            ),
+        );
+        return None;
+    }
+    Some(ConnectKey {
+        offer: KeySpec::Bytes(ctx.template(node, 0)?),
+        span,
+    })
 }
 
 /// `bisect:` halving a range to find a number the target hides (a guessing game).
@@ -846,8 +985,10 @@ fn bisect(ctx: &mut Ctx, key: &Node, value: &Node, current: &mut String) -> Opti
         conn: conn.clone(),
         payload: Payload::Line(t),
         split: Vec::new(),
+        split_spans: Vec::new(),
         pause: Duration::ZERO,
         chunk: None,
+        clear: Clear::No,
     });
     let (found, higher, lower) = (
         expect(ctx, "found"),

@@ -21,6 +21,9 @@
 //! len(b)                   length of b in bytes, decimal
 //! repeat(s, n)             s n times (at most 16 MiB in all)
 //! lower(s) / upper(s)      ASCII case conversion
+//! rsa_key(bits)            a fresh RSA public key of `bits` bits (256 to 4096, a multiple
+//!                          of 8) as a PKCS#1 PEM block with its line feed: the key of the
+//!                          wrong size a kv-rsa scenario offers (`key: "{{rsa_key(1024)}}"`)
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,7 +33,10 @@ use std::sync::Arc;
 use reference_impl::kv::auth::{TEST_SALT, crc32, hash_password};
 
 use super::diagnostic::{Diagnostic, did_you_mean};
-use super::model::{Expr, Matcher, Part, Payload, Scenario, SourceFile, Span, StepKind, Template};
+use super::model::{
+    Clear, ConnectKey, Expr, KeySpec, Matcher, Part, Payload, Scenario, SourceFile, Span, StepKind,
+    Template,
+};
 
 /// Largest expansion of a template (and of any one function call in it).
 pub const MAX_EXPANSION: usize = 16 * 1024 * 1024;
@@ -52,7 +58,11 @@ pub const FUNCTIONS: &[(&str, usize, usize)] = &[
     ("sha256", 1, 1),
     ("xor", 2, 2),
     ("uuid3", 1, 1),
+    ("rsa_key", 1, 1),
 ];
+
+/// Key sizes `rsa_key(bits)` makes.
+pub const RSA_KEY_BITS: std::ops::RangeInclusive<usize> = 256..=4096;
 
 /// Variables as bytes: what templates are expanded against.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -364,10 +374,29 @@ impl ExprParser<'_> {
     }
 }
 
-/// Function names and argument counts are known before anything runs.
+/// Function names and argument counts are known before anything runs, and so are literal
+/// key sizes.
 fn validate(expr: &Expr, span: Span) -> Result<(), TemplateError> {
     if let Expr::Call { name, args } = expr {
         check_call(name, args.len()).map_err(|k| TemplateError::new(k, span))?;
+        if name == "rsa_key"
+            && let [arg @ (Expr::Int(_) | Expr::Str(_))] = args.as_slice()
+        {
+            let text = match arg {
+                Expr::Int(n) => n.to_string(),
+                Expr::Str(s) => s.clone(),
+                _ => String::new(),
+            };
+            key_bits(text.as_bytes()).map_err(|message| {
+                TemplateError::new(
+                    TemplateErrorKind::BadArgument {
+                        function: name.clone(),
+                        message,
+                    },
+                    span,
+                )
+            })?;
+        }
         for a in args {
             validate(a, span)?;
         }
@@ -557,6 +586,7 @@ fn call(name: &str, args: &[Vec<u8>], env: &Env) -> Result<Vec<u8>, TemplateErro
             use sha2::{Digest, Sha256};
             hex::encode(Sha256::digest(a)).into_bytes()
         }
+        "rsa_key" => rsa_public_key(key_bits(a).map_err(bad)?).map_err(bad)?,
         _ => {
             return Err(TemplateErrorKind::UnknownFunction {
                 name: name.to_owned(),
@@ -564,6 +594,29 @@ fn call(name: &str, args: &[Vec<u8>], env: &Env) -> Result<Vec<u8>, TemplateErro
             });
         }
     })
+}
+
+/// The key size `rsa_key` was given, if it is one it makes.
+fn key_bits(arg: &[u8]) -> Result<usize, String> {
+    let text = String::from_utf8_lossy(arg);
+    match text.trim().parse::<usize>() {
+        Ok(bits) if RSA_KEY_BITS.contains(&bits) && bits % 8 == 0 => Ok(bits),
+        _ => Err(format!(
+            "the key size must be a multiple of 8 from {} to {} bits, found `{text}`",
+            RSA_KEY_BITS.start(),
+            RSA_KEY_BITS.end()
+        )),
+    }
+}
+
+/// A fresh RSA public key of `bits` bits as a PKCS#1 PEM block (its private half is
+/// dropped at once: nothing can decrypt for it).
+fn rsa_public_key(bits: usize) -> Result<Vec<u8>, String> {
+    let private = rsa::PrivateKey::new_unchecked(&mut getrandom::SysRng, bits)
+        .map_err(|e| format!("cannot make a {bits}-bit key: {e}"))?;
+    reference_impl::kv::rsa::public_pem(&private.to_public_key())
+        .map(String::into_bytes)
+        .map_err(|e| e.to_string())
 }
 
 /// A version-4-shaped UUID derived from the arguments (SHA-256 of them), so that
@@ -734,7 +787,12 @@ pub fn check_vars(scenario: &Scenario, known: &BTreeSet<String>) -> Vec<Diagnost
     let mut templates = Vec::new();
     for step in &scenario.steps {
         match &step.kind {
-            StepKind::Send(s) => templates.extend(payload(&s.payload)),
+            StepKind::Send(s) => {
+                templates.extend(payload(&s.payload));
+                if let Clear::Template(t) = &s.clear {
+                    templates.push((t.clone(), false));
+                }
+            }
             StepKind::Expect(e) => templates.extend(matcher(&e.matcher)),
             StepKind::AnyOrder(inner) => {
                 for s in inner {
@@ -743,7 +801,16 @@ pub fn check_vars(scenario: &Scenario, known: &BTreeSet<String>) -> Vec<Diagnost
                     }
                 }
             }
-            StepKind::Connect { port: Some(t), .. } => templates.push((t.clone(), false)),
+            StepKind::Connect { port, key, .. } => {
+                templates.extend(port.iter().map(|t| (t.clone(), false)));
+                if let Some(ConnectKey {
+                    offer: KeySpec::Bytes(t),
+                    ..
+                }) = key
+                {
+                    templates.push((t.clone(), false));
+                }
+            }
             StepKind::ExpectOutput { matcher: m, .. } => templates.extend(matcher(m)),
             StepKind::Bisect(b) => {
                 defined.insert(b.var.clone());
@@ -1050,6 +1117,51 @@ mod tests {
         assert_eq!(
             run("{{repeat(repeat('a', 1000), 100000000)}}"),
             "the template expands to more than 16 MiB"
+        );
+    }
+
+    /// Bits of a PEM public key, whatever its size.
+    fn bits_of(pem: &[u8]) -> usize {
+        use reference_impl::kv::rsa::{KEY_BITS, RsaError, parse_public_key};
+        match parse_public_key(pem) {
+            Ok(_) => KEY_BITS,
+            Err(RsaError::KeySize { bits }) => bits,
+            Err(e) => panic!("{e}: {}", String::from_utf8_lossy(pem)),
+        }
+    }
+
+    #[test]
+    fn rsa_key_makes_a_fresh_public_key_of_the_size_asked() {
+        let pem = ev("{{ rsa_key(1024) }}");
+        assert!(pem.starts_with(b"-----BEGIN RSA PUBLIC KEY-----\n"));
+        assert!(pem.ends_with(b"-----END RSA PUBLIC KEY-----\n"));
+        assert_eq!(bits_of(&pem), 1024);
+        assert_ne!(ev("{{ rsa_key(1024) }}"), pem, "the same key twice");
+        assert_eq!(bits_of(&ev("{{ rsa_key('256') }}")), 256);
+        assert_eq!(bits_of(&ev("{{ rsa_key(512) }}")), 512);
+        // Sizes outside 256..=4096 or not whole bytes: at load time when written as they
+        // are, when the step runs when they come from a variable.
+        assert_eq!(
+            err("{{ rsa_key(1001) }}").to_string(),
+            "`rsa_key`: the key size must be a multiple of 8 from 256 to 4096 bits, found `1001`"
+        );
+        assert!(
+            err("{{ rsa_key(8192) }}")
+                .to_string()
+                .contains("found `8192`")
+        );
+        assert!(
+            err("{{ rsa_key('128') }}")
+                .to_string()
+                .contains("found `128`")
+        );
+        let mut env = Env::new();
+        env.set("bits", "big");
+        assert_eq!(
+            eval(&t("{{ rsa_key(bits) }}"), &env)
+                .unwrap_err()
+                .to_string(),
+            "`rsa_key`: the key size must be a multiple of 8 from 256 to 4096 bits, found `big`"
         );
     }
 

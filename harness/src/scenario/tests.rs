@@ -252,7 +252,7 @@ fn other_step_forms_and_the_current_connection() {
     );
     let kinds: Vec<String> = s.iter().map(|s| format!("{:?}", s.kind)).collect();
     let expected = [
-        r#"Connect { conn: "A", port: None }"#,
+        r#"Connect { conn: "A", port: None, key: None }"#,
         r#"ExpectClose { conn: "A", within: None }"#,
         r#"ExpectClose { conn: "A", within: None }"#,
         r#"ExpectClose { conn: "B", within: None }"#,
@@ -262,7 +262,7 @@ fn other_step_forms_and_the_current_connection() {
         "Sleep(60s)",
         r#"Close { conn: "E" }"#,
         r#"Close { conn: "F" }"#,
-        r#"Connect { conn: "F", port: None }"#,
+        r#"Connect { conn: "F", port: None, key: None }"#,
     ];
     assert_eq!(kinds[..11], expected);
     assert!(matches!(&s[12].kind, StepKind::Close { conn } if conn == "C"));
@@ -695,7 +695,7 @@ fn connect_and_bisect_forms_and_errors() {
 "#,
     );
     assert!(
-        matches!(&s[0].kind, StepKind::Connect { conn, port: Some(t) } if conn == "D1" && lit(t) == "+1")
+        matches!(&s[0].kind, StepKind::Connect { conn, port: Some(t), key: None } if conn == "D1" && lit(t) == "+1")
     );
     let StepKind::Bisect(b) = &s[1].kind else {
         panic!()
@@ -721,6 +721,126 @@ steps:
 ",
     );
     snapshot("connect_and_bisect_errors", &out);
+}
+
+#[test]
+fn rsa_options_of_connect_and_send() {
+    let s = steps(
+        r#"  - connect: { conn: P, key: none }
+  - connect: { conn: Q, key: "none" }
+  - connect: { conn: R, key: "{{rsa_key(1024)}}" }
+  - connect: { conn: T, key: "-----BEGIN RSA PUBLIC KEY-----\nnot base64\n" }
+  - send: { bytes: "{{pbkdf2('pw')}}", clear: true }
+  - send: { text: x, clear: false }
+  - send: { text: x, clear: "true" }
+  - send: { text: x, clear: "{{hash_in_clear}}" }
+  - send: { text: x, split: [10, 20] }
+  - connect: { conn: U, port: "+1" }
+"#,
+    );
+    let key = |i: usize| match &s[i].kind {
+        StepKind::Connect { key: Some(k), .. } => k.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(key(0).offer, KeySpec::None);
+    // The word `none`, quoted or not, means no key; `{{'none'}}` would send it.
+    assert_eq!(key(1).offer, KeySpec::None);
+    assert!(matches!(&key(2).offer, KeySpec::Bytes(t) if t.to_string() == "{{rsa_key(1024)}}"));
+    assert!(matches!(&key(3).offer, KeySpec::Bytes(t) if lit(t).ends_with("not base64\n")));
+    // The span is the `key` key, for errors about the option.
+    assert_eq!(key(0).span, span(3, 25, 3));
+    let clear = |i: usize| match &s[i].kind {
+        StepKind::Send(send) => send.clear.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(clear(4), Clear::Yes);
+    assert_eq!(clear(5), Clear::No);
+    assert_eq!(clear(6), Clear::Yes);
+    assert!(matches!(clear(7), Clear::Template(t) if t.to_string() == "{{hash_in_clear}}"));
+    assert_eq!(clear(8), Clear::No);
+    assert!(matches!(&s[9].kind, StepKind::Connect { key: None, .. }));
+
+    // `clear` templates and keys are checked for variables like every other template.
+    let with_vars = parse(
+        "id: t\nsteps:\n  - connect: { key: \"{{kee}}\" }\n  - send: { text: x, clear: \"{{hash_in_klear}}\" }\n",
+    );
+    let known = BTreeSet::from(["hash_in_clear".to_owned(), "key".to_owned()]);
+    let unknown: Vec<String> = check_vars(&with_vars, &known)
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(
+        unknown,
+        [
+            "scenarios/kv/put-get.yaml:3:22: error: unknown variable `kee`",
+            "scenarios/kv/put-get.yaml:4:30: error: unknown variable `hash_in_klear`",
+        ]
+    );
+
+    let out = errors(
+        r#"id: kv-rsa/a
+steps:
+  - connect: { conn: A, key: ~ }
+  - connect: { conn: B, key: [a, b] }
+  - send: { text: x, clear: maybe }
+  - send: { text: x, clear: "yes" }
+  - send: { text: x, clear: 1 }
+  - send: { text: x, clear: }
+  - connect: { conn: D, key: "{{rsa_key(1001)}}" }
+  - connect: { conn: E, key: "{{rsa_key(8192)}}" }
+  - connect: { conn: F, kee: none }
+  - send: { text: x, clera: true }
+"#,
+    );
+    snapshot("rsa_options_errors", &out);
+}
+
+/// Split offsets against what goes on the wire: the message, or on a protocol with RSA
+/// blocks (64 bytes) the block of an encrypted send.
+#[test]
+fn split_offsets_are_checked_against_the_wire() {
+    let s = parse(
+        r#"id: t
+steps:
+  - send: { bytes: abc, split: [1, 5] }
+  - send: { bytes: abc, split: [10, 63] }
+  - send: { bytes: abc, split: [64] }
+  - send: { hex: "00 01 02", split: [2, 3], clear: true }
+  - send: { bytes: "{{x}}", split: [100] }
+  - send: { bytes: abc, split: [9], clear: "{{hash_in_clear}}" }
+  - connect: { conn: R, key: none }
+  - send: { conn: R, bytes: abc, split: [4] }
+  - close: R
+  - send: { conn: R, bytes: abc, split: [4] }
+"#,
+    );
+    let lines = |block| -> Vec<String> {
+        check_splits(&s, block)
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
+    };
+    // Without encryption the literal messages count, whatever `clear` says.
+    assert_eq!(
+        lines(None),
+        [
+            "scenarios/kv/put-get.yaml:3:36: error: split offset 5 is not inside the 3-byte message",
+            "scenarios/kv/put-get.yaml:4:33: error: split offset 10 is not inside the 3-byte message",
+            "scenarios/kv/put-get.yaml:4:37: error: split offset 63 is not inside the 3-byte message",
+            "scenarios/kv/put-get.yaml:5:33: error: split offset 64 is not inside the 3-byte message",
+            "scenarios/kv/put-get.yaml:6:41: error: split offset 3 is not inside the 3-byte message",
+            "scenarios/kv/put-get.yaml:8:33: error: split offset 9 is not inside the 3-byte message",
+            "scenarios/kv/put-get.yaml:10:42: error: split offset 4 is not inside the 3-byte message",
+            "scenarios/kv/put-get.yaml:12:42: error: split offset 4 is not inside the 3-byte message",
+        ]
+    );
+    // Encrypted sends cut their block; clear ones and those on a connection opened without
+    // a key exchange cut the message; a `clear` template is left to the run.
+    let rendered: Vec<String> = check_splits(&s, Some(64))
+        .iter()
+        .map(Diagnostic::render)
+        .collect();
+    snapshot("split_offsets_with_rsa_blocks", &rendered.join("\n"));
 }
 
 fn serving() -> SuiteConfig {

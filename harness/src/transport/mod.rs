@@ -1,5 +1,9 @@
-//! Byte streams to a target: plain TCP or TLS (rustls), behind one boxed stream type so the
-//! runner never cares which.
+//! Byte streams to a target: plain TCP, TLS (rustls), or TCP with the RSA key exchange of
+//! `kv-rsa` ([`rsa`]), behind one boxed stream type so the runner never cares which.
+//!
+//! TCP and TLS are byte streams and nothing more. An `rsa` connection is a TCP stream plus a
+//! [`rsa::Cipher`] the runner applies per message (one send = one block; blocks read are
+//! decrypted before framing): the layers stay codec -> transport -> runner.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,6 +14,10 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+pub mod rsa;
+
+pub use self::rsa::{Cipher, KeyOffer};
 
 /// Anything the runner can read and write.
 pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -26,6 +34,9 @@ pub enum Transport {
         config: Arc<rustls::ClientConfig>,
         server_name: ServerName<'static>,
     },
+    /// TCP, then the RSA key exchange (as each connection's [`KeyOffer`] says), then one
+    /// RSA block per message (`kv-rsa`).
+    Rsa,
 }
 
 impl std::fmt::Debug for Transport {
@@ -35,16 +46,18 @@ impl std::fmt::Debug for Transport {
             Transport::Tls { server_name, .. } => {
                 write!(f, "Tls({})", server_name.to_str())
             }
+            Transport::Rsa => f.write_str("Rsa"),
         }
     }
 }
 
 impl Transport {
-    /// `tcp` or `tls`, for reports.
+    /// `tcp`, `tls` or `rsa`, for reports.
     pub fn name(&self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
             Transport::Tls { .. } => "tls",
+            Transport::Rsa => "rsa",
         }
     }
 }
@@ -76,7 +89,45 @@ pub enum ConnectError {
     },
     #[error("TLS handshake with {addr} did not finish within {}: the target accepted the connection but did not answer", humantime::format_duration(*.after))]
     HandshakeTimeout { addr: String, after: Duration },
+    #[error(
+        "RSA key exchange with {addr} failed: the server closed the connection instead of sending its public key"
+    )]
+    KeyClosed { addr: String },
+    #[error(
+        "RSA key exchange with {addr} failed: the server closed the connection after {received} bytes of its public key, before its END line"
+    )]
+    KeyCut { addr: String, received: usize },
+    #[error("RSA key exchange with {addr} failed: {problem}")]
+    BadKey { addr: String, problem: String },
+    #[error("RSA key exchange with {addr} failed: {}", key_timeout(*.received, *.after))]
+    KeyTimeout {
+        addr: String,
+        after: Duration,
+        /// Bytes of the server's key that did arrive.
+        received: usize,
+    },
+    #[error("RSA key exchange with {addr} failed: {}", rsa::describe_io(.source))]
+    KeyIo {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot make the client's RSA key pair: {0}")]
+    KeyGeneration(String),
 }
+
+fn key_timeout(received: usize, after: Duration) -> String {
+    let after = humantime::format_duration(after);
+    match received {
+        0 => format!("the server sent no public key within {after}"),
+        n => format!("the server sent {n} bytes but no complete public key within {after}"),
+    }
+}
+
+/// Advice for every failed RSA key exchange.
+const KEY_HELP: &str = "on connect the client sends its public key as a PKCS#1 PEM block \
+     (-----BEGIN RSA PUBLIC KEY-----), and the server answers with its own 512-bit key \
+     in the same form (specs/kv-rsa.md); check that the target speaks kv-rsa on this port";
 
 impl ConnectError {
     /// Advice for the person reading the report, where there is some.
@@ -86,31 +137,52 @@ impl ConnectError {
             ConnectError::Refused { .. } => Some(
                 "start the server first, or leave out --target to use the built-in reference server",
             ),
+            ConnectError::KeyClosed { .. }
+            | ConnectError::KeyCut { .. }
+            | ConnectError::BadKey { .. }
+            | ConnectError::KeyTimeout { .. }
+            | ConnectError::KeyIo { .. } => Some(KEY_HELP),
             _ => None,
         }
     }
 }
 
-/// Opens a stream to `addr` (a `host:port`), doing the TLS handshake when the transport asks
-/// for it. Each phase is bounded by `timeout`.
 /// An open stream and the local address the target sees it come from.
 pub struct Connected {
     pub stream: BoxStream,
     pub local: Option<SocketAddr>,
+    /// An `rsa` connection after its key exchange: the keys, and what the server sent
+    /// after its own key. `None` for TCP, TLS, and `rsa` connections that offered no key or
+    /// one of the scenario's own.
+    pub cipher: Option<Cipher>,
 }
 
 impl std::fmt::Debug for Connected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connected")
             .field("local", &self.local)
+            .field("cipher", &self.cipher)
             .finish_non_exhaustive()
     }
 }
 
+/// Opens a stream to `addr` (a `host:port`), doing the TLS handshake or the RSA key
+/// exchange (a fresh key) when the transport asks for it. Each phase is bounded by
+/// `timeout`.
 pub async fn connect(
     addr: &str,
     transport: &Transport,
     timeout: Duration,
+) -> Result<Connected, ConnectError> {
+    connect_with(addr, transport, timeout, &KeyOffer::Fresh).await
+}
+
+/// [`connect`] with the key an `rsa` connection offers; other transports ignore `offer`.
+pub async fn connect_with(
+    addr: &str,
+    transport: &Transport,
+    timeout: Duration,
+    offer: &KeyOffer,
 ) -> Result<Connected, ConnectError> {
     let resolved: Vec<SocketAddr> = tokio::net::lookup_host(addr)
         .await
@@ -148,8 +220,18 @@ pub async fn connect(
     // Small request/response protocols: never wait for Nagle.
     let _ = tcp.set_nodelay(true);
     let local = tcp.local_addr().ok();
+    let mut cipher = None;
     let stream: BoxStream = match transport {
         Transport::Tcp => Box::new(tcp),
+        Transport::Rsa => {
+            let mut tcp = tcp;
+            match offer {
+                KeyOffer::Fresh => cipher = Some(rsa::exchange(&mut tcp, addr, timeout).await?),
+                KeyOffer::None => {}
+                KeyOffer::Raw(bytes) => rsa::offer_raw(&mut tcp, addr, bytes, timeout).await?,
+            }
+            Box::new(tcp)
+        }
         Transport::Tls {
             config,
             server_name,
@@ -167,7 +249,11 @@ pub async fn connect(
             }
         }
     };
-    Ok(Connected { stream, local })
+    Ok(Connected {
+        stream,
+        local,
+        cipher,
+    })
 }
 
 /// What is wrong with a rejected certificate, in words.

@@ -127,6 +127,43 @@ fn scenario_file_errors_exit_2_with_file_line_col() {
     settings().bind(|| insta::assert_snapshot!("cli_check_errors", text));
 }
 
+/// The kv-rsa options check out in a kv-rsa suite; `key` in a suite of another protocol
+/// is an error at its `file:line:col`, before anything runs.
+#[test]
+fn rsa_options_are_checked_against_the_protocol() {
+    let rsa = Scratch::new("check-rsa");
+    rsa.write("suite.yaml", "protocol: kv-rsa\n");
+    rsa.write(
+        "keys.yaml",
+        r#"id: kv-rsa/keys
+steps:
+  - connect: { conn: N, key: none }
+  - connect: { conn: W, key: "{{rsa_key(1024)}}" }
+  - C -> S: CONNECT u{{uniq}}
+  - send: { bytes: "{{pbkdf2('pw')}}", clear: "{{hash_in_clear}}" }
+  - send: { bytes: "{{pbkdf2('pw')}}", clear: true }
+"#,
+    );
+    let o = harness(&["check", rsa.0.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "ok: 1 scenario in 1 suite\n");
+
+    let kv = Scratch::new("check-rsa-on-kv");
+    kv.write("suite.yaml", "protocol: kv\n");
+    kv.write(
+        "keys.yaml",
+        "id: kv/keys\nsteps:\n  - connect: { conn: N, key: none }\n  - send: { text: x, clear: true }\n",
+    );
+    let o = harness(&["check", kv.0.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let text = stderr(&o).replace(&kv.0.display().to_string(), "[dir]");
+    settings().bind(|| insta::assert_snapshot!("cli_check_rsa_key_on_kv", text));
+    // `run` checks it before it starts anything.
+    let o = harness(&["run", kv.0.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+}
+
 #[test]
 fn unknown_variables_are_caught_before_anything_runs() {
     let dir = Scratch::new("vars");
@@ -217,6 +254,22 @@ fn serve_setup_errors_exit_2() {
         text.push_str(&format!("$ harness {}\n{}\n", args.join(" "), stderr(&o)));
     }
     settings().bind(|| insta::assert_snapshot!("cli_serve_errors", text));
+}
+
+/// The harness cannot play the server side of the RSA key exchange: a kv-rsa suite with
+/// `role: server` is a setup error.
+#[test]
+fn serve_refuses_a_suite_that_needs_an_rsa_server() {
+    let dir = Scratch::new("serve-rsa");
+    dir.write("suite.yaml", "protocol: kv-rsa\nrole: server\n");
+    dir.write(
+        "login.yaml",
+        "id: kv-rsa/client/login\nsteps:\n  - C -> S: CONNECT alice\n",
+    );
+    let o = harness(&["serve", dir.0.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let text = stderr(&o).replace(&dir.0.display().to_string(), "[dir]");
+    settings().bind(|| insta::assert_snapshot!("cli_serve_rsa", text));
 }
 
 /// Clients that never get as far as the protocol: one that gives up at once, one that

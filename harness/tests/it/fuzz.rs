@@ -304,6 +304,7 @@ fn fuzz_setup_errors_are_clear() {
     let chat_out = chat_out.to_string_lossy().into_owned();
     let cases: &[&[&str]] = &[
         &["fuzz", "--protocol", "ftp"],
+        &["fuzz", "--protocol", "kv-rsa"],
         &["fuzz", "--protocol", "kv", "--target", "127.0.0.1:9"],
         &["fuzz", "--protocol", "chat", "--target", "127.0.0.1:9"],
         &["fuzz", "--protocol", "kv", "--exec", "./server"],

@@ -25,9 +25,10 @@ fn snapshot_name(id: &str) -> String {
     id.replace('/', "__")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kv_suite_passes_against_the_reference_server_and_its_transcripts_hold() {
-    let suites = support::load(&["scenarios/kv"]);
+/// Runs the suite at `path` against its built-in reference server: every scenario passes,
+/// there are at least `min` of them, and each transcript matches its snapshot.
+async fn passes_and_transcripts_hold(path: &str, min: usize) {
+    let suites = support::load(&[path]);
     let report = support::run(&suites, &RunOptions::default()).await;
     let problems: Vec<String> = report
         .results
@@ -37,8 +38,8 @@ async fn kv_suite_passes_against_the_reference_server_and_its_transcripts_hold()
         .collect();
     assert!(problems.is_empty(), "{problems:#?}");
     assert!(
-        report.results.len() >= 25,
-        "the KV suite has at least 25 scenarios"
+        report.results.len() >= min,
+        "{path} has at least {min} scenarios"
     );
     for r in &report.results {
         let redact = [(r.uniq.clone(), "{{uniq}}".to_owned())];
@@ -47,6 +48,16 @@ async fn kv_suite_passes_against_the_reference_server_and_its_transcripts_hold()
             insta::assert_snapshot!(snapshot_name(&r.id), transcript);
         });
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_suite_passes_against_the_reference_server_and_its_transcripts_hold() {
+    passes_and_transcripts_hold("scenarios/kv", 25).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_rsa_suite_passes_against_the_reference_server_and_its_transcripts_hold() {
+    passes_and_transcripts_hold("scenarios/kv-rsa", 35).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

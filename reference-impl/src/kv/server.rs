@@ -556,6 +556,16 @@ async fn secure(
     match security {
         Security::Tls(acceptor) => Ok(Stream::Tls(Box::new(acceptor.accept(tcp).await?))),
         Security::Rsa(options) => {
+            // `Fault::RsaSlowKeyRefusal` holds a second handle of the socket, so that a
+            // refused key does not close the connection before the handshake time is up.
+            let held = if settings.faults.has(Fault::RsaSlowKeyRefusal) {
+                let std = tcp.into_std()?;
+                let held = std.try_clone()?;
+                (TcpStream::from_std(std)?, Some(held))
+            } else {
+                (tcp, None)
+            };
+            let (tcp, held) = held;
             let accepted = if settings.faults.has(Fault::RsaAnyKeySize) {
                 RsaStream::accept_any_size(tcp, settings.handshake_timeout).await
             } else {
@@ -566,12 +576,10 @@ async fn secure(
                     stream: Box::new(stream),
                     options: *options,
                 }),
-                Err(StreamError::Rsa(RsaError::BadPem(e)))
-                    if settings.faults.has(Fault::RsaSlowKeyRefusal) =>
-                {
-                    // Refused only when the handshake time is up.
+                Err(StreamError::Rsa(RsaError::BadPem(_))) if held.is_some() => {
+                    // Refused only when the handshake time is up (the caller's timeout).
                     std::future::pending::<()>().await;
-                    Err(e.into())
+                    unreachable!("a pending future never completes")
                 }
                 Err(e) => Err(e.into()),
             }

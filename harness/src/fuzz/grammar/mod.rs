@@ -179,10 +179,13 @@ fn mutate_bytes(bytes: &mut Vec<u8>, rng: &mut Rng) -> &'static str {
 mod tests {
     use super::*;
 
+    /// The fuzzer speaks every protocol but those of the RSA key exchange (kv-rsa), which
+    /// `harness fuzz` declines with a setup error.
     #[test]
-    fn every_protocol_has_a_grammar() {
+    fn every_protocol_has_a_grammar_but_the_rsa_ones() {
         for protocol in crate::protocol::PROTOCOLS {
-            assert!(find(protocol.name).is_some(), "{}", protocol.name);
+            let rsa = protocol.transport == crate::protocol::TransportKind::Rsa;
+            assert_eq!(find(protocol.name).is_some(), !rsa, "{}", protocol.name);
         }
     }
 

@@ -667,7 +667,15 @@ async fn kv_rsa_client(args: KvRsaClientArgs) -> Result<u8, Fatal> {
     };
     let client = Client::connect_rsa(addr, args.login.dialect.into(), options)
         .await
-        .map_err(|e| Fatal::setup(chain(&e)))?;
+        .map_err(|e| {
+            let hint = match e {
+                ClientError::KeyExchange { .. } => {
+                    " (is --target a server of the RSA variant? kv-client talks to the TLS one)"
+                }
+                _ => "",
+            };
+            Fatal::setup(format!("{}{hint}", chain(&e)))
+        })?;
     run_session(client, &args.session.id, &hash, commands).await
 }
 

@@ -247,3 +247,134 @@ async fn the_client_library_speaks_rsa() {
     login.unwrap();
     assert_eq!(second.get("kept").await.unwrap().as_deref(), Some("yes"));
 }
+
+/// Runs `reference` with `args`: its exit code, then stdout and stderr.
+async fn reference(args: &[&str]) -> (Option<i32>, String) {
+    let output = tokio::time::timeout(
+        PATIENCE,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_reference"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("reference did not finish")
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
+/// `reference kv-rsa-server` and `reference kv-rsa-client` as a person runs them: what the
+/// client prints for each command, for a message too long for a block, and for a target
+/// that is not an RSA server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_client_and_server() {
+    use tokio::io::AsyncBufReadExt;
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_reference"))
+        .args(["kv-rsa-server", "--listen", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(server.stdout.take().unwrap());
+    let mut banner = String::new();
+    tokio::time::timeout(PATIENCE, stdout.read_line(&mut banner))
+        .await
+        .expect("the server printed its address")
+        .unwrap();
+    let addr = banner
+        .strip_prefix("kv-rsa-server listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected banner {banner:?}"))
+        .to_owned();
+    let long = "x".repeat(60);
+    let mut runs = vec![banner.trim_end().replace(&addr, "[addr]")];
+    for args in [
+        vec![
+            "--id",
+            "alice",
+            "--password",
+            "secret",
+            "put",
+            "colour",
+            "blue",
+            "get",
+            "colour",
+            "put",
+            "big",
+            &long,
+            "put",
+            "near",
+            "0123456789012345678901234567890123456789",
+            "get",
+            "near",
+            "delete",
+            "colour",
+            "get",
+            "colour",
+        ],
+        // The hash as a block where the server reads it in the clear: the blocks after it
+        // are out of step, and the server drops the connection.
+        vec![
+            "--id",
+            "bob",
+            "--password",
+            "pw",
+            "--encrypt-hash",
+            "put",
+            "k",
+            "v",
+        ],
+    ] {
+        let mut full = vec!["kv-rsa-client", "--target", &addr];
+        full.extend(args);
+        let (code, text) = reference(&full).await;
+        runs.push(format!(
+            "$ reference {}\n{text}(exit {code:?})",
+            full.join(" ")
+                .replace(&addr, "[addr]")
+                .replace(&long, "x*60")
+        ));
+    }
+    // A TLS server where an RSA one was expected.
+    let tls = {
+        let cert = reference_impl::tls::self_signed(&[]).unwrap();
+        let config = reference_impl::tls::server_config(vec![cert.cert_der], cert.key_der).unwrap();
+        server::spawn(ServerConfig::default(), config)
+            .await
+            .unwrap()
+    };
+    let tls_addr = tls.addr().to_string();
+    let (code, text) = reference(&[
+        "kv-rsa-client",
+        "--target",
+        &tls_addr,
+        "--id",
+        "carol",
+        "--password",
+        "pw",
+        "get",
+        "k",
+    ])
+    .await;
+    runs.push(format!(
+        "$ reference kv-rsa-client --target [a TLS server] --id carol --password pw get k\n\
+         {text}(exit {code:?})"
+    ));
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../snapshots/reference"
+    ));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.add_filter(r"127\.0\.0\.1:\d+", "[addr]");
+    settings.bind(|| insta::assert_snapshot!("kv_rsa_cli", runs.join("\n\n")));
+    let _ = server.kill().await;
+}

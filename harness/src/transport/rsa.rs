@@ -20,18 +20,14 @@ use std::time::Duration;
 use reference_impl::kv::rsa::{
     self as kv_rsa, BLOCK_LEN, KEY_BITS, KeyPair, MAX_PEM, MAX_PLAINTEXT, PemReader, RsaError,
 };
+use reference_impl::kv::rsa_stream::{StreamError, read_peer_key};
 use rsa::PublicKey;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::ConnectError;
 
-/// How long a server that has sent its key's END line may stay quiet before the key counts
-/// as complete without a line end.
-const PEM_QUIET: Duration = Duration::from_millis(100);
-/// Size of one read during the exchange.
-const READ_BUF: usize = 4096;
 
 /// What the client sends as its public key when an `rsa` connection opens.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -235,50 +231,27 @@ pub(super) async fn exchange(
         Ok(Err(source)) => return Err(io_error(source)),
         Ok(Ok(())) => {}
     }
-    let mut reader = PemReader::default();
-    let mut received = 0usize;
-    let mut buf = vec![0u8; READ_BUF];
-    loop {
-        // Once the END line is in, a quiet server means a key without a line end.
-        let until = if reader.ended() {
-            (Instant::now() + PEM_QUIET).min(deadline)
-        } else {
-            deadline
-        };
-        let n = match tokio::time::timeout_at(until, tcp.read(&mut buf)).await {
-            Err(_) if reader.ended() => 0,
-            Err(_) => return Err(timed_out(received)),
-            Ok(Err(source)) => return Err(io_error(source)),
-            Ok(Ok(n)) => n,
-        };
-        let complete = if n == 0 {
-            // The end of the stream, or a quiet server after its END line.
-            match reader.finish().map_err(bad_key)? {
-                Some(done) => done,
-                None if received == 0 => {
-                    return Err(ConnectError::KeyClosed {
-                        addr: addr.to_owned(),
-                    });
-                }
-                None => {
-                    return Err(ConnectError::KeyCut {
-                        addr: addr.to_owned(),
-                        received,
-                    });
-                }
-            }
-        } else {
-            received += n;
-            match reader.push(&buf[..n]).map_err(bad_key)? {
-                Some(done) => done,
-                None => continue,
-            }
-        };
-        let (peer, leftover) = complete;
-        let mut cipher = Cipher::new(own, peer);
-        cipher.leftover = leftover;
-        return Ok(cipher);
-    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let (peer, leftover) = match read_peer_key(tcp, left, PemReader::default()).await {
+        Ok(key) => key,
+        Err(StreamError::Io(source)) => return Err(io_error(source)),
+        Err(StreamError::Rsa(e)) => return Err(bad_key(e)),
+        Err(StreamError::KeyTimeout { received, .. }) => return Err(timed_out(received)),
+        Err(StreamError::KeyCut { received: 0 }) => {
+            return Err(ConnectError::KeyClosed {
+                addr: addr.to_owned(),
+            });
+        }
+        Err(StreamError::KeyCut { received } | StreamError::BlockCut { len: received }) => {
+            return Err(ConnectError::KeyCut {
+                addr: addr.to_owned(),
+                received,
+            });
+        }
+    };
+    let mut cipher = Cipher::new(own, peer);
+    cipher.leftover = leftover;
+    Ok(cipher)
 }
 
 /// Sends a scenario's own bytes as the client's key, in one write bounded by `timeout`.

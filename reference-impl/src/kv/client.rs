@@ -395,10 +395,9 @@ impl Client {
                     Ok(Some(plaintext)) => self.decoder.feed(&plaintext),
                     Ok(None) => return Ok(Err(ClientError::Closed { request })),
                     Err(StreamError::Io(e)) => return Err(e),
-                    Err(source @ (StreamError::Rsa(_) | StreamError::Truncated(_))) => {
+                    Err(source) => {
                         return Ok(Err(ClientError::BadBlock { request, source }));
                     }
-                    Err(e @ StreamError::Timeout(_)) => return Err(std::io::Error::other(e)),
                 },
             }
         }

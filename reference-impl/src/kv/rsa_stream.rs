@@ -34,12 +34,18 @@ pub enum StreamError {
     /// The peer broke the RSA layer: a bad key, a block that does not decrypt.
     #[error(transparent)]
     Rsa(#[from] RsaError),
-    /// The peer sent nothing usable in time.
-    #[error("{0} timed out")]
-    Timeout(&'static str),
-    /// The connection ended in the middle of a key or a block.
-    #[error("the connection ended {0}")]
-    Truncated(String),
+    /// The peer's key did not arrive in time.
+    #[error("no public key within {after:?} ({received} bytes received)")]
+    KeyTimeout { after: Duration, received: usize },
+    /// The connection ended before the peer's key was complete.
+    #[error(
+        "the connection ended before the peer's public key was complete ({received} bytes \
+         received)"
+    )]
+    KeyCut { received: usize },
+    /// The connection ended in the middle of a block.
+    #[error("the connection ended {len} bytes into a {BLOCK_LEN}-byte RSA block")]
+    BlockCut { len: usize },
 }
 
 /// A connection after its key exchange.
@@ -66,7 +72,7 @@ impl RsaStream {
     pub async fn connect(mut tcp: TcpStream, timeout: Duration) -> Result<Self, StreamError> {
         let keys = fresh_keys().await?;
         tcp.write_all(keys.public_pem().as_bytes()).await?;
-        let (peer, input) = read_key(&mut tcp, timeout, PemReader::default()).await?;
+        let (peer, input) = read_peer_key(&mut tcp, timeout, PemReader::default()).await?;
         Ok(Self {
             tcp,
             keys,
@@ -93,7 +99,7 @@ impl RsaStream {
         timeout: Duration,
         reader: PemReader,
     ) -> Result<Self, StreamError> {
-        let (peer, input) = read_key(&mut tcp, timeout, reader).await?;
+        let (peer, input) = read_peer_key(&mut tcp, timeout, reader).await?;
         let keys = fresh_keys().await?;
         tcp.write_all(keys.public_pem().as_bytes()).await?;
         Ok(Self {
@@ -123,9 +129,7 @@ impl RsaStream {
             if !self.fill().await? {
                 return match self.input.len() {
                     0 => Ok(None),
-                    n => Err(StreamError::Truncated(format!(
-                        "{n} bytes into a {BLOCK_LEN}-byte RSA block"
-                    ))),
+                    len => Err(StreamError::BlockCut { len }),
                 };
             }
         }
@@ -163,14 +167,17 @@ impl RsaStream {
     }
 }
 
-/// Reads the peer's PEM key from the start of the stream: the key and the bytes after it.
-async fn read_key(
+/// Reads the peer's PEM key from the start of `tcp` within `timeout`: the key and the bytes
+/// that came after it. A peer that goes quiet for 100 ms after its END line has sent a key
+/// without a line end. The client and the server here, and the harness, read keys this way.
+pub async fn read_peer_key(
     tcp: &mut TcpStream,
     timeout: Duration,
     mut reader: PemReader,
 ) -> Result<(rsa::PublicKey, Vec<u8>), StreamError> {
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; READ_BUF];
+    let mut received = 0;
     loop {
         // Once the END line is in, a pause means the key came without a line end.
         let until = if reader.ended() {
@@ -180,22 +187,21 @@ async fn read_key(
         };
         let n = match tokio::time::timeout_at(until, tcp.read(&mut buf)).await {
             Ok(read) => read?,
-            Err(_) if reader.ended() => {
-                if let Some(done) = reader.finish()? {
-                    return Ok(done);
-                }
-                continue;
+            Err(_) if reader.ended() => 0,
+            Err(_) => {
+                return Err(StreamError::KeyTimeout {
+                    after: timeout,
+                    received,
+                });
             }
-            Err(_) => return Err(StreamError::Timeout("waiting for the peer's public key")),
         };
         if n == 0 {
-            return match reader.finish()? {
-                Some(done) => Ok(done),
-                None => Err(StreamError::Truncated(
-                    "before the peer's public key was complete".into(),
-                )),
-            };
+            // The end of the stream, or a quiet peer after its END line.
+            return reader
+                .finish()?
+                .ok_or(StreamError::KeyCut { received });
         }
+        received += n;
         if let Some(done) = reader.push(&buf[..n])? {
             return Ok(done);
         }

@@ -156,8 +156,7 @@ struct KvRsaServerArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4000")]
     listen: SocketAddr,
 
-    /// Read the password hash as an RSA block of its own (or inside the CONNECT block)
-    /// instead of in the clear.
+    /// Read the password hash as an RSA block of its own instead of in the clear.
     #[arg(long)]
     encrypt_hash: bool,
 

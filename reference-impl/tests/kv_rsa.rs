@@ -157,6 +157,20 @@ async fn an_undecryptable_block_drops_the_client_and_its_data() {
 }
 
 #[tokio::test]
+async fn a_block_made_for_another_key_is_dropped_at_once() {
+    let server = spec_server().await;
+    let mut conn = open(&server).await;
+    login(&mut conn, "hana").await;
+    // Well-formed, but for another key: it decrypts to junk, which holds no line feed to
+    // wait for.
+    let other = KeyPair::generate().unwrap();
+    let block = rsa::encrypt(&other.public_key(), b"GET colour\n").unwrap();
+    conn.send_clear(&block).await.unwrap();
+    assert_eq!(reply(&mut conn).await, None);
+    assert!(!server.store().is_active("hana"));
+}
+
+#[tokio::test]
 async fn a_skipping_server_keeps_the_connection() {
     let config = ServerConfig {
         faults: Fault::RsaSkipUndecryptable.into(),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use reference_impl::kv::server::{self, Dialect, ServerConfig};
+use reference_impl::kv::server::{self, ServerConfig};
 
 use super::{Protocol, ReferenceError, ReferenceServer, Stopper};
 
@@ -31,30 +31,39 @@ pub const PROTOCOL: Protocol = Protocol {
 pub(super) async fn start(
     settings: &BTreeMap<String, String>,
 ) -> Result<ReferenceServer, ReferenceError> {
-    let bad = |key: &str, value: &str, reason: &str| ReferenceError::BadSetting {
-        protocol: "kv".into(),
+    let config = server_config(PROTOCOL.name, settings)?;
+    let dialect = config.dialect.name();
+    start_with(config, dialect).await
+}
+
+/// A reference setting of `protocol` that cannot be used, and why.
+pub(super) fn bad_setting(protocol: &str, key: &str, value: &str, reason: &str) -> ReferenceError {
+    ReferenceError::BadSetting {
+        protocol: protocol.into(),
         key: key.into(),
         value: value.into(),
         reason: reason.into(),
-    };
+    }
+}
+
+/// The server configuration of the settings every KV variant takes (`dialect`,
+/// `max_message`); `protocol` names the variant in errors.
+pub(super) fn server_config(
+    protocol: &str,
+    settings: &BTreeMap<String, String>,
+) -> Result<ServerConfig, ReferenceError> {
     let mut config = ServerConfig::default();
     if let Some(d) = settings.get("dialect") {
-        config.dialect = match d.as_str() {
-            "spec" => Dialect::Spec,
-            "course" => Dialect::Course,
-            _ => return Err(bad("dialect", d, "expected `spec` or `course`")),
-        };
+        config.dialect = d
+            .parse()
+            .map_err(|_| bad_setting(protocol, "dialect", d, "expected `spec` or `course`"))?;
     }
     if let Some(m) = settings.get("max_message") {
         config.max_message = m
             .parse()
-            .map_err(|_| bad("max_message", m, "expected a number of bytes"))?;
+            .map_err(|_| bad_setting(protocol, "max_message", m, "expected a number of bytes"))?;
     }
-    let dialect = match config.dialect {
-        Dialect::Spec => "spec",
-        Dialect::Course => "course",
-    };
-    start_with(config, dialect).await
+    Ok(config)
 }
 
 /// Starts a KV reference server with the given configuration (tests use this to start

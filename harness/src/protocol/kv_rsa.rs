@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use reference_impl::kv::server::{self, Dialect, RsaOptions, ServerConfig};
+use reference_impl::kv::server::{self, RsaOptions, ServerConfig};
 
 use super::{Protocol, ReferenceError, ReferenceServer, Stopper, TransportKind};
 
@@ -51,31 +51,20 @@ fn probe_key() -> Vec<u8> {
 pub(super) async fn start(
     settings: &BTreeMap<String, String>,
 ) -> Result<ReferenceServer, ReferenceError> {
-    let bad = |key: &str, value: &str, reason: &str| ReferenceError::BadSetting {
-        protocol: PROTOCOL.name.into(),
-        key: key.into(),
-        value: value.into(),
-        reason: reason.into(),
-    };
-    let mut config = ServerConfig::default();
+    let config = super::kv::server_config(PROTOCOL.name, settings)?;
     let mut rsa = RsaOptions::default();
-    if let Some(d) = settings.get("dialect") {
-        config.dialect = match d.as_str() {
-            "spec" => Dialect::Spec,
-            "course" => Dialect::Course,
-            _ => return Err(bad("dialect", d, "expected `spec` or `course`")),
-        };
-    }
-    if let Some(m) = settings.get("max_message") {
-        config.max_message = m
-            .parse()
-            .map_err(|_| bad("max_message", m, "expected a number of bytes"))?;
-    }
     if let Some(e) = settings.get("encrypt_hash") {
         rsa.hash_in_clear = match e.as_str() {
             "true" => false,
             "false" => true,
-            _ => return Err(bad("encrypt_hash", e, "expected `true` or `false`")),
+            _ => {
+                return Err(super::kv::bad_setting(
+                    PROTOCOL.name,
+                    "encrypt_hash",
+                    e,
+                    "expected `true` or `false`",
+                ));
+            }
         };
     }
     start_with(config, rsa).await
@@ -87,10 +76,7 @@ pub async fn start_with(
     config: ServerConfig,
     rsa: RsaOptions,
 ) -> Result<ReferenceServer, ReferenceError> {
-    let dialect = match config.dialect {
-        Dialect::Spec => "spec",
-        Dialect::Course => "course",
-    };
+    let dialect = config.dialect;
     let hash = if rsa.hash_in_clear {
         "hash in the clear"
     } else {

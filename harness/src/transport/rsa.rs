@@ -28,7 +28,6 @@ use tokio::time::Instant;
 
 use super::ConnectError;
 
-
 /// What the client sends as its public key when an `rsa` connection opens.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum KeyOffer {

@@ -6,11 +6,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use harness::report::human::{HumanOptions, HumanReporter};
-use harness::run::{self, Outcome, RunOptions, RunReport, ScenarioResult};
+use harness::run::{Outcome, RunOptions, RunReport};
 use reference_impl::kv::server::{Dialect, Fault};
 
-use crate::support;
+use crate::support::{self, Caught, broken_server};
 
 use Outcome::{Failed, TimedOut};
 
@@ -21,9 +20,6 @@ const DEADLINE: Duration = Duration::from_millis(500);
 
 /// Scenarios run at once against one server.
 const JOBS: usize = 4;
-
-/// A scenario that catches a fault: its id, how it ends, and the line of the failing step.
-type Caught = (&'static str, Outcome, u32);
 
 fn options(server: &harness::protocol::ReferenceServer, jobs: usize) -> RunOptions {
     RunOptions {
@@ -44,34 +40,11 @@ fn problems(report: &RunReport) -> Vec<String> {
                 "{} {:?} at line {}: {}",
                 r.id,
                 r.outcome,
-                failing_line(r),
-                summary(r)
+                support::failing_line(r),
+                support::summary(r)
             )
         })
         .collect()
-}
-
-/// The line of the step that decided a result (0 if none).
-fn failing_line(r: &ScenarioResult) -> u32 {
-    r.failure
-        .as_ref()
-        .and_then(|f| f.span)
-        .map_or(0, |s| s.line)
-}
-
-/// The failure of a result as one line: message, caret label and the actual message.
-fn summary(r: &ScenarioResult) -> String {
-    let Some(f) = &r.failure else {
-        return String::from("(no failure recorded)");
-    };
-    let mut s = f.message.clone();
-    if let Some(label) = &f.label {
-        s.push_str(&format!(" | {label}"));
-    }
-    if let Some(actual) = &f.actual {
-        s.push_str(&format!(" | actual {actual}"));
-    }
-    s
 }
 
 /// Runs the whole KV suite against a server with `fault` and checks that exactly the `caught`
@@ -82,50 +55,7 @@ async fn check_fault(fault: Fault, jobs: usize, says: &str, caught: &[Caught]) {
     let server = support::kv_server(&[fault], Dialect::Spec).await;
     let report = support::run(&suites, &options(&server, jobs)).await;
     server.stop().await;
-
-    let all = problems(&report);
-    let mut actual: Vec<(String, Outcome, u32)> = report
-        .results
-        .iter()
-        .filter(|r| r.outcome.is_problem())
-        .map(|r| (r.id.clone(), r.outcome, failing_line(r)))
-        .collect();
-    actual.sort();
-    let mut expected: Vec<(String, Outcome, u32)> = caught
-        .iter()
-        .map(|&(id, outcome, line)| (id.to_owned(), outcome, line))
-        .collect();
-    expected.sort();
-    assert_eq!(
-        actual, expected,
-        "scenarios that did not pass against a server with fault `{fault}`:\n{all:#?}"
-    );
-
-    let (main, _, _) = caught[0];
-    let result = report.results.iter().find(|r| r.id == main).unwrap();
-    let said = summary(result);
-    assert!(
-        said.contains(says),
-        "`{main}` against fault `{fault}` should mention {says:?}, but says: {said}"
-    );
-    assert_eq!(report.exit_code(true), 1, "a strict run must fail");
-}
-
-/// One test per fault: `name: Fault, "what the main scenario's failure mentions", [caught]`.
-/// The first caught scenario is the family's main one.
-macro_rules! broken_server {
-    ($(#[$doc:meta])* $name:ident: $fault:expr, jobs $jobs:expr, $says:literal,
-     [$($id:literal => $outcome:ident at $line:literal),+ $(,)?]) => {
-        $(#[$doc])*
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            check_fault($fault, $jobs, $says, &[$(($id, $outcome, $line)),+]).await;
-        }
-    };
-    ($(#[$doc:meta])* $name:ident: $fault:expr, $says:literal,
-     [$($id:literal => $outcome:ident at $line:literal),+ $(,)?]) => {
-        broken_server!($(#[$doc])* $name: $fault, jobs JOBS, $says, [$($id => $outcome at $line),+]);
-    };
+    support::assert_caught(fault.name(), &report, says, caught);
 }
 
 /// Every fault a test below covers; `every_fault_has_a_test` compares it (with the RSA
@@ -168,7 +98,7 @@ fn every_fault_has_a_test() {
 
 // login and auth
 
-broken_server!(
+broken_server!(check_fault,
     /// A wrong password opens the session: the refused login answers `CONNECT: OK`.
     accept_any_password: Fault::AcceptAnyPassword, "received \"CONNECT: OK\"", [
         "kv/login/wrong-password" => Failed at 14,
@@ -176,21 +106,21 @@ broken_server!(
     ]
 );
 
-broken_server!(
+broken_server!(check_fault,
     /// A second connection may log in to an active session.
     allow_duplicate_session: Fault::AllowDuplicateSession, "received \"CONNECT: OK\"", [
         "kv/login/duplicate-session" => Failed at 11,
     ]
 );
 
-broken_server!(
+broken_server!(check_fault,
     /// After `CONNECT: ERROR` the connection is logged in anyway, so its GET is answered.
     usable_after_connect_error: Fault::UsableAfterConnectError, "but it sent a message", [
         "kv/login/refused-session-unusable" => Failed at 16,
     ]
 );
 
-broken_server!(
+broken_server!(check_fault,
     /// The hash must arrive in one read: a hash in pieces, or too short, is refused at once.
     partial_hash_refused: Fault::PartialHashRefused, "received \"CONNECT: ERROR\"", [
         "kv/login/hash-split" => Failed at 8,
@@ -200,14 +130,14 @@ broken_server!(
 
 // put
 
-broken_server!(
+broken_server!(check_fault,
     /// The size limit is one byte short: a message of exactly RECEIVE_BUFFER_SIZE is refused.
     size_limit_off_by_one: Fault::SizeLimitOffByOne, "closed `C`", [
         "kv/put/value-at-limit" => Failed at 11,
     ]
 );
 
-broken_server!(
+broken_server!(check_fault,
     /// Overwriting a key keeps the old value.
     put_keeps_old_value: Fault::PutKeepsOldValue, "received \"GET blue\"", [
         "kv/put/overwrite" => Failed at 14,
@@ -216,7 +146,7 @@ broken_server!(
 
 // get and crc
 
-broken_server!(
+broken_server!(check_fault,
     /// No CRC line after the value: every scenario reading a value waits for its CRC.
     get_without_crc: Fault::GetWithoutCrc, "no message on `C`", [
         "kv/get/with-crc" => TimedOut at 13,
@@ -234,7 +164,7 @@ broken_server!(
     ]
 );
 
-broken_server!(
+broken_server!(check_fault,
     /// The CRC is off by one: every scenario reading a value fails on its CRC line.
     wrong_crc: Fault::WrongCrc, "actual \"222957958\"", [
         "kv/get/with-crc" => Failed at 13,
@@ -252,7 +182,7 @@ broken_server!(
     ]
 );
 
-broken_server!(
+broken_server!(check_fault,
     /// A missing key answers an empty value: every scenario expecting `GET: ERROR` fails.
     get_missing_returns_empty: Fault::GetMissingReturnsEmpty, "received \"GET \"", [
         "kv/get/missing" => Failed at 10,
@@ -266,7 +196,7 @@ broken_server!(
     ]
 );
 
-broken_server!(
+broken_server!(check_fault,
     /// The CRC is printed as a signed number: every CRC with the high bit set differs.
     signed_crc: Fault::SignedCrc, "actual \"-94281841\"", [
         "kv/get/crc-unsigned" => Failed at 13,
@@ -284,14 +214,14 @@ broken_server!(
 
 // delete
 
-broken_server!(
+broken_server!(check_fault,
     /// `DELETE: OK`, but the key is still there.
     delete_keeps_key: Fault::DeleteKeepsKey, "received \"GET blue\"", [
         "kv/get/after-delete" => Failed at 14,
     ]
 );
 
-broken_server!(
+broken_server!(check_fault,
     /// Deleting a missing key answers `DELETE: ERROR`. Only a `should` scenario checks this,
     /// so it fails a strict run only.
     delete_missing_errors: Fault::DeleteMissingErrors, "received \"DELETE: ERROR\"", [
@@ -301,21 +231,21 @@ broken_server!(
 
 // disconnect and session
 
-broken_server!(
+broken_server!(check_fault,
     /// The connection stays open after `DISCONNECT: OK`.
     no_close_after_disconnect: Fault::NoCloseAfterDisconnect, "did not close `C`", [
         "kv/disconnect/reply-and-close" => Failed at 11,
     ]
 );
 
-broken_server!(
+broken_server!(check_fault,
     /// `DISCONNECT` keeps the session's data for the next login.
     keep_session_after_disconnect: Fault::KeepSessionAfterDisconnect, "received \"GET blue\"", [
         "kv/disconnect/session-gone" => Failed at 18,
     ]
 );
 
-broken_server!(
+broken_server!(check_fault,
     /// A connection that ends without `DISCONNECT` loses its data.
     discard_session_on_close: Fault::DiscardSessionOnClose, "received \"GET: ERROR\"", [
         "kv/session/kept-after-eof" => Failed at 17,
@@ -325,7 +255,7 @@ broken_server!(
 
 // isolation
 
-broken_server!(
+broken_server!(check_fault,
     /// One store for every client. The shared store carries data from one scenario to the
     /// next, so the scenarios run one at a time here: in parallel, which ones fail would
     /// depend on their timing.
@@ -342,7 +272,7 @@ broken_server!(
 
 // malformed messages and drops
 
-broken_server!(
+broken_server!(check_fault,
     /// Junk is ignored instead of dropping the connection.
     no_drop_on_junk: Fault::NoDropOnJunk, "did not close `C`", [
         "kv/malformed/unknown-command" => Failed at 12,
@@ -356,7 +286,7 @@ broken_server!(
     ]
 );
 
-broken_server!(
+broken_server!(check_fault,
     /// A dropped client's data survives for its next login.
     keep_data_after_drop: Fault::KeepDataAfterDrop, "received \"GET blue\"", [
         "kv/malformed/unknown-command" => Failed at 17,
@@ -368,7 +298,7 @@ broken_server!(
 
 // before connect
 
-broken_server!(
+broken_server!(check_fault,
     /// Commands before a successful `CONNECT` are served.
     allow_commands_before_connect: Fault::AllowCommandsBeforeConnect, "but it sent a message", [
         "kv/before-connect/get" => Failed at 7,
@@ -379,7 +309,7 @@ broken_server!(
 
 // message size limit
 
-broken_server!(
+broken_server!(check_fault,
     /// Messages of any length are accepted.
     no_size_limit: Fault::NoSizeLimit, "received \"PUT: OK\"", [
         "kv/put/value-over-limit" => Failed at 13,
@@ -389,7 +319,7 @@ broken_server!(
 
 // framing
 
-broken_server!(
+broken_server!(check_fault,
     /// Replies carry no line end: the first reply of every scenario that expects one fails.
     reply_without_line_end: Fault::ReplyWithoutLineEnd, "the message has no line end", [
         "kv/login/ok" => Failed at 8,
@@ -472,21 +402,7 @@ async fn course_server_fails_the_strict_suite() {
 
     // As is: the harness ends `CONNECT u...` with a line feed, which the course server takes
     // as part of the client id, so the login is refused; the reply has no line end either.
-    let mut human = Vec::new();
-    let report = {
-        let mut reporter = HumanReporter::new(
-            &mut human,
-            HumanOptions {
-                times: false,
-                redact_uniq: true,
-                verbose: false,
-            },
-        );
-        run::run(&suites, &options(&server, JOBS), &mut reporter)
-            .await
-            .unwrap()
-    };
-    let human = String::from_utf8(human).unwrap();
+    let (report, human) = support::run_human(&suites, &options(&server, JOBS)).await;
     let failed: BTreeSet<&str> = report
         .results
         .iter()
@@ -530,7 +446,7 @@ async fn course_server_fails_the_strict_suite() {
     assert_eq!(failed, expected, "{:#?}", problems(&report));
     for r in report.results.iter().filter(|r| r.outcome.is_problem()) {
         let f = r.failure.as_ref().unwrap();
-        assert_eq!(r.outcome, Failed, "{}: {}", r.id, summary(r));
+        assert_eq!(r.outcome, Failed, "{}: {}", r.id, support::summary(r));
         assert_eq!(f.message, "the message has no line end", "{}", r.id);
         assert!(
             f.help.as_deref().unwrap_or_default().contains("profile"),

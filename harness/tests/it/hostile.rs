@@ -5,13 +5,10 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use harness::report::human::{HumanOptions, HumanReporter};
-use harness::run::{self, Outcome, RunOptions, ScenarioResult};
+use harness::run::{Outcome, RunOptions, ScenarioResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -22,6 +19,14 @@ use crate::support;
 
 /// Longest a run may take before the test calls it a hang.
 const HANG_GUARD: Duration = Duration::from_secs(20);
+/// The suites of the cases: KV, with a short deadline; ids `hostile/<case>`.
+const CASES: support::OneScenario<'static> = support::OneScenario {
+    tag: "hostile",
+    protocol: "kv",
+    timeout: "1s",
+    hang_guard: HANG_GUARD,
+    static_checks: None,
+};
 /// Longest a hostile connection lives; the test aborts it earlier when it ends.
 const LIFETIME: Duration = Duration::from_secs(30);
 
@@ -131,14 +136,7 @@ impl Ran {
     /// Snapshots the human report, with addresses, times and the case's folder filtered out.
     /// Only for cases whose report does not depend on timing.
     fn snapshot(&self, name: &str) -> &Self {
-        let mut settings = insta::Settings::clone_current();
-        settings.set_snapshot_path(support::root().join("snapshots/harness"));
-        settings.set_prepend_module_to_snapshot(false);
-        settings.set_omit_expression(true);
-        settings.add_filter(r"127\.0\.0\.1:\d+", "[addr]");
-        settings.add_filter(r"\S*harness-hostile-\d+-\d+-", "[dir]/");
-        settings.add_filter(r"\d+ ms", "[ms]");
-        settings.add_filter(r"(points \d+/\d+); .*", "$1; [duration]");
+        let settings = CASES.snapshots(&[(r"\d+ ms", "[ms]")]);
         settings.bind(|| insta::assert_snapshot!(format!("hostile_{name}"), self.human));
         self
     }
@@ -153,63 +151,11 @@ impl Ran {
     }
 }
 
-/// Removes a case's suite folder when the case ends, passed or not.
-struct TempSuite(PathBuf);
-
-impl Drop for TempSuite {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Writes a one-scenario KV suite (`suite` adds suite settings, `steps` is the YAML list)
 /// into a fresh temporary folder, runs it with `opts`, and returns the result and the human
 /// report. Fails the test if the run does not end within [`HANG_GUARD`].
 async fn run_case(name: &str, suite: &str, steps: &str, opts: RunOptions) -> Ran {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "harness-hostile-{}-{}-{name}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _cleanup = TempSuite(dir.clone());
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("suite.yaml"),
-        format!("protocol: kv\ntimeout: 1s\n{suite}"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join(format!("{name}.yaml")),
-        format!("id: hostile/{name}\nsteps:{steps}"),
-    )
-    .unwrap();
-    let suites = match harness::load::load(std::slice::from_ref(&dir)) {
-        Ok(s) => s,
-        Err(e) => panic!("{}", e.render()),
-    };
-
-    let mut human = Vec::new();
-    let report = {
-        let mut reporter = HumanReporter::new(
-            &mut human,
-            HumanOptions {
-                times: false,
-                redact_uniq: true,
-                verbose: false,
-            },
-        );
-        let run = run::run(&suites, &opts, &mut reporter);
-        match tokio::time::timeout(HANG_GUARD, run).await {
-            Ok(report) => report.unwrap(),
-            Err(_) => {
-                panic!("the run against the `{name}` target did not end within {HANG_GUARD:?}")
-            }
-        }
-    };
-    let human = String::from_utf8(human).unwrap();
-    println!("{human}");
-    let result = report.results.into_iter().next().unwrap();
+    let (result, human) = CASES.run(name, suite, steps, opts).await;
     Ran { result, human }
 }
 

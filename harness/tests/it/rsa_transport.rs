@@ -4,12 +4,9 @@
 //! and transcripts are snapshots.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use harness::report::human::{HumanOptions, HumanReporter};
-use harness::run::{self, Outcome, RunOptions, ScenarioResult};
+use harness::run::{Outcome, RunOptions, ScenarioResult};
 use reference_impl::kv::auth::{TEST_SALT, hash_password};
 use reference_impl::kv::rsa::{self as kv_rsa, BLOCK_LEN, KeyPair, PemReader};
 use rsa::PublicKey;
@@ -22,6 +19,14 @@ use crate::support;
 
 /// Longest a run may take before the test calls it a hang.
 const HANG_GUARD: Duration = Duration::from_secs(20);
+/// The suites of the cases: kv-rsa, whose static checks must pass; ids `rsa/<case>`.
+const CASES: support::OneScenario<'static> = support::OneScenario {
+    tag: "rsa",
+    protocol: "kv-rsa",
+    timeout: "2s",
+    hang_guard: HANG_GUARD,
+    static_checks: Some(true),
+};
 /// Longest any read of a test server waits.
 const READ_WAIT: Duration = Duration::from_secs(10);
 
@@ -149,23 +154,7 @@ impl Ran {
 }
 
 fn snapshots() -> insta::Settings {
-    let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path(support::root().join("snapshots/harness"));
-    settings.set_prepend_module_to_snapshot(false);
-    settings.set_omit_expression(true);
-    settings.add_filter(r"127\.0\.0\.1:\d+", "[addr]");
-    settings.add_filter(r"\S*harness-rsa-\d+-\d+-", "[dir]/");
-    settings.add_filter(r"(points \d+/\d+); .*", "$1; [duration]");
-    settings
-}
-
-/// Removes a case's suite folder when the case ends, passed or not.
-struct TempSuite(PathBuf);
-
-impl Drop for TempSuite {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    CASES.snapshots(&[])
 }
 
 /// Options aimed at `target`.
@@ -194,53 +183,12 @@ async fn run_case_of(
     steps: &str,
     opts: RunOptions,
 ) -> Ran {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "harness-rsa-{}-{}-{name}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _cleanup = TempSuite(dir.clone());
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("suite.yaml"),
-        format!("protocol: {protocol}\ntimeout: 2s\n{suite}"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join(format!("{name}.yaml")),
-        format!("id: rsa/{name}\nsteps:{steps}"),
-    )
-    .unwrap();
-    let suites = match harness::load::load(std::slice::from_ref(&dir)) {
-        Ok(s) => s,
-        Err(e) => panic!("{}", e.render()),
+    let case = support::OneScenario {
+        protocol,
+        static_checks: Some(protocol == "kv-rsa"),
+        ..CASES
     };
-    let diagnostics = run::check_suites(&suites, opts.profile.as_ref(), &opts.vars);
-    assert_eq!(
-        diagnostics.is_empty(),
-        protocol == "kv-rsa",
-        "{diagnostics:?}"
-    );
-    let mut human = Vec::new();
-    let report = {
-        let mut reporter = HumanReporter::new(
-            &mut human,
-            HumanOptions {
-                times: false,
-                redact_uniq: true,
-                verbose: false,
-            },
-        );
-        let run = run::run(&suites, &opts, &mut reporter);
-        match tokio::time::timeout(HANG_GUARD, run).await {
-            Ok(report) => report.unwrap(),
-            Err(_) => panic!("the `{name}` run did not end within {HANG_GUARD:?}"),
-        }
-    };
-    let human = String::from_utf8(human).unwrap();
-    println!("{human}");
-    let result = report.results.into_iter().next().unwrap();
+    let (result, human) = case.run(name, suite, steps, opts).await;
     Ran { result, human }
 }
 

@@ -26,7 +26,7 @@ use super::codec::{
     ClientMessage, Command, DecodeError, Dialect, Reply, ReplyDecoder, is_valid_id, is_valid_key,
     is_valid_value,
 };
-use super::rsa::MAX_PLAINTEXT;
+use super::rsa::{MAX_PLAINTEXT, RsaError, is_message};
 use super::rsa_stream::{RsaStream, StreamError};
 use super::server::RsaOptions;
 
@@ -369,6 +369,7 @@ impl Client {
         &mut self,
         request: Command,
     ) -> std::io::Result<Result<Reply, ClientError>> {
+        let line_end = self.dialect == Dialect::Spec;
         loop {
             match self.decoder.next_reply() {
                 Ok(Some(reply)) => return Ok(Ok(reply)),
@@ -392,6 +393,14 @@ impl Client {
                 }
                 // One block per reply.
                 Stream::Rsa { stream, .. } => match stream.read_block().await {
+                    // One block, one reply: junk (a block made with another key) is
+                    // refused at once rather than waited on for a line feed.
+                    Ok(Some(plaintext)) if !is_message(&plaintext, line_end) => {
+                        return Ok(Err(ClientError::BadBlock {
+                            request,
+                            source: StreamError::Rsa(RsaError::NotAMessage { line_end }),
+                        }));
+                    }
                     Ok(Some(plaintext)) => self.decoder.feed(&plaintext),
                     Ok(None) => return Ok(Err(ClientError::Closed { request })),
                     Err(StreamError::Io(e)) => return Err(e),

@@ -58,7 +58,8 @@ pub enum Fault {
     SizeLimitOffByOne,
     /// RSA: a public key of any size is accepted, not only a 512-bit one.
     RsaAnyKeySize,
-    /// RSA: a block that does not decrypt is skipped instead of dropping the connection.
+    /// RSA: a block that does not decrypt, or not to one message of ASCII text, is skipped
+    /// instead of dropping the connection.
     RsaSkipUndecryptable,
     /// RSA: a stream that does not start with a public key is refused only when the
     /// handshake timeout ends, not on its first bytes.

@@ -50,6 +50,14 @@ pub enum RsaError {
     BlockLength { len: usize },
     #[error("the block does not decrypt with this connection's key")]
     Undecryptable,
+    /// A block is one message: ASCII text, in the spec dialect ending with its line feed.
+    /// A block made for another key decrypts to junk (the crate's implicit rejection) and
+    /// fails this at once, rather than being waited on for a line feed that never comes.
+    #[error(
+        "the block does not hold one message of ASCII text{}",
+        if *line_end { " ending with a line feed" } else { "" }
+    )]
+    NotAMessage { line_end: bool },
     #[error("cannot make an RSA key pair: {0}")]
     KeyGeneration(String),
     #[error("cannot encrypt: {0}")]
@@ -106,6 +114,12 @@ impl KeyPair {
             .decrypt(Pkcs1v15Encrypt, block)
             .map_err(|_| RsaError::Undecryptable)
     }
+}
+
+/// Whether a block's plaintext can be one message: non-empty ASCII, and with `line_end`
+/// (the spec dialect) ending with `\n`. The password hash is binary and exempt.
+pub fn is_message(plaintext: &[u8], line_end: bool) -> bool {
+    !plaintext.is_empty() && plaintext.is_ascii() && (!line_end || plaintext.ends_with(b"\n"))
 }
 
 /// `key` as a PKCS#1 PEM block ending with a line feed.

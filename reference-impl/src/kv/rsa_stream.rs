@@ -197,9 +197,7 @@ pub async fn read_peer_key(
         };
         if n == 0 {
             // The end of the stream, or a quiet peer after its END line.
-            return reader
-                .finish()?
-                .ok_or(StreamError::KeyCut { received });
+            return reader.finish()?.ok_or(StreamError::KeyCut { received });
         }
         received += n;
         if let Some(done) = reader.push(&buf[..n])? {

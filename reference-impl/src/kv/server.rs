@@ -51,7 +51,7 @@ use tracing::{debug, info, warn};
 
 use super::auth::{HASH_LEN, TEST_SALT};
 use super::codec::{ClientMessage, Command, DecodeError, MAX_MESSAGE, Reply, ServerDecoder};
-use super::rsa::{MAX_PLAINTEXT, RsaError};
+use super::rsa::{MAX_PLAINTEXT, RsaError, is_message};
 use super::rsa_stream::{RsaStream, StreamError};
 use super::store::{
     Accounts, ConnId, DEFAULT_MAX_ACCOUNTS, DEFAULT_MAX_KEYS, DEFAULT_MAX_SESSIONS, LoginError,
@@ -168,8 +168,7 @@ impl ServerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RsaOptions {
     /// The 32-byte password hash arrives unencrypted after the `CONNECT` block, as real
-    /// clients send it (the default); off: it arrives as a block of its own, or in the
-    /// `CONNECT` block.
+    /// clients send it (the default); off: it arrives as a block of its own.
     pub hash_in_clear: bool,
 }
 
@@ -614,6 +613,7 @@ impl Stream {
         meter: &mut Option<LineMeter>,
     ) -> Result<bool, ReadError> {
         let wanted = decoder.hash_wanted();
+        let line_end = decoder.dialect() == Dialect::Spec;
         let mut feed = |bytes: &[u8]| {
             if let Some(meter) = meter
                 && meter.longest(bytes) > LONG_LINE
@@ -640,6 +640,11 @@ impl Stream {
                     stream.read_clear(wanted).await.map_err(|e| closed(&e))?
                 } else {
                     match stream.read_block().await {
+                        // One block, one message (the awaited hash aside). Refused at
+                        // once: junk without a line feed would otherwise wait for one.
+                        Ok(Some(text)) if wanted == 0 && !is_message(&text, line_end) => {
+                            return Err(ReadError::Rsa(RsaError::NotAMessage { line_end }));
+                        }
                         Ok(block) => block,
                         Err(StreamError::Rsa(e)) => return Err(ReadError::Rsa(e)),
                         Err(e) => return Err(closed(&e)),

@@ -278,7 +278,7 @@ fn check_start(buf: &[u8]) -> Result<(), RsaError> {
     else {
         return Ok(());
     };
-    if head[..=at] == SPKI_BEGIN[..=at] {
+    if SPKI_BEGIN.get(..=at) == Some(&head[..=at]) {
         return Err(RsaError::BadPem(
             "it is an X.509 key (BEGIN PUBLIC KEY); the protocol sends PKCS#1 keys (BEGIN RSA \
              PUBLIC KEY)"
@@ -425,6 +425,11 @@ psNZt6dnHmy9tB+JXmHWYTM61muLAgMBAAE=\n\
         assert!(matches!(
             PemReader::default().push(b"-----BEGIN PUBLIC KEY-----\nMFww"),
             Err(RsaError::BadPem(e)) if e.contains("X.509")
+        ));
+        // A BEGIN line that goes wrong past the length of the X.509 one.
+        assert!(matches!(
+            PemReader::default().push(b"-----BEGIN RSA PUBLIC KEY--\xfe"),
+            Err(RsaError::BadPem(e)) if e.contains("byte 27")
         ));
     }
 }

@@ -63,6 +63,9 @@ pub enum CloseKind {
     NoCloseNotify,
     /// The connection was reset.
     Reset,
+    /// TLS failed on a record the target sent (one that does not decrypt, a fatal alert,
+    /// ...): the connection cannot be read on. Not a close by the target.
+    Tls(String),
     /// Any other read error.
     Error(String),
 }
@@ -73,6 +76,7 @@ impl std::fmt::Display for CloseKind {
             CloseKind::Clean => f.write_str("clean close"),
             CloseKind::NoCloseNotify => f.write_str("closed without TLS close_notify"),
             CloseKind::Reset => f.write_str("connection reset"),
+            CloseKind::Tls(e) => write!(f, "TLS error: {e}"),
             CloseKind::Error(e) => write!(f, "read error: {e}"),
         }
     }
@@ -263,21 +267,42 @@ impl Connection {
         match tokio::time::timeout_at(deadline, next).await {
             Err(_) => Err(RecvError::Timeout),
             Ok(Some(event)) => {
-                match &event {
-                    Incoming::Closed(kind, _) => self.closed = Some(kind.clone()),
-                    Incoming::TooLong(..) => {
-                        self.closed = Some(CloseKind::Error(
-                            "stopped reading after a message over the receive limit".into(),
-                        ));
-                    }
-                    Incoming::Message(..) => {}
-                }
+                self.note(&event);
                 Ok(event)
             }
             // The reader always reports how the stream ended before it stops.
             Ok(None) => Err(RecvError::AlreadyClosed(
                 self.closed.clone().unwrap_or(CloseKind::Clean),
             )),
+        }
+    }
+
+    /// The next event if one is already queued, without waiting.
+    pub fn try_recv(&mut self) -> Option<Incoming> {
+        if self.closed.is_some() {
+            return None;
+        }
+        loop {
+            match self.rx.try_recv().ok()? {
+                Queued::Answered(a) => self.answered.push(a),
+                Queued::Event(event) => {
+                    self.note(&event);
+                    return Some(event);
+                }
+            }
+        }
+    }
+
+    /// Notes an event taken from the queue: the end of the stream, if it is one.
+    fn note(&mut self, event: &Incoming) {
+        match event {
+            Incoming::Closed(kind, _) => self.closed = Some(kind.clone()),
+            Incoming::TooLong(..) => {
+                self.closed = Some(CloseKind::Error(
+                    "stopped reading after a message over the receive limit".into(),
+                ));
+            }
+            Incoming::Message(..) => {}
         }
     }
 
@@ -533,6 +558,15 @@ async fn deliver(
 }
 
 fn classify(e: &io::Error) -> CloseKind {
+    if let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        return CloseKind::Tls(match tls {
+            rustls::Error::DecryptError => "the target sent a record that does not decrypt".into(),
+            other => other.to_string(),
+        });
+    }
     match e.kind() {
         io::ErrorKind::UnexpectedEof => CloseKind::NoCloseNotify,
         io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => CloseKind::Reset,

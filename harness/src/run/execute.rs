@@ -30,6 +30,9 @@ pub const CLIENT: &str = "client";
 /// Compiled regular expressions a scenario keeps (patterns with templates can vary).
 const MAX_CACHED_REGEXES: usize = 256;
 
+/// Events of another connection a timeout puts in the transcript, at most.
+const UNREAD_KEPT: usize = 100;
+
 /// How long `close:` waits for the target to close its side after we closed ours.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
@@ -1443,13 +1446,7 @@ impl<'a> Exec<'a> {
             }
             Ok(Incoming::Closed(how, at)) => {
                 let at = self.at(at);
-                self.transcript.push(
-                    at,
-                    name,
-                    EntryKind::ClosedByTarget {
-                        how: how.to_string(),
-                    },
-                );
+                self.transcript.push(at, name, end_entry(&how));
                 Err(closed_error(name, &how, wanted))
             }
             Err(RecvError::AlreadyClosed(how)) => Err(closed_error(name, &how, wanted)),
@@ -1462,12 +1459,94 @@ impl<'a> Exec<'a> {
                     ),
                 )
                 .label(format!("expected {wanted}"));
-                if let Some(p) = self.conns.get(name).and_then(Connection::partial) {
-                    e = e.help(partial_help(&p));
+                let mut help: Vec<String> = self
+                    .conns
+                    .get(name)
+                    .and_then(Connection::partial)
+                    .map(|p| partial_help(&p))
+                    .into_iter()
+                    .collect();
+                help.extend(self.unread_elsewhere(name));
+                if !help.is_empty() {
+                    e = e.help(help.join("\n"));
                 }
                 Err(e)
             }
         }
+    }
+
+    /// After a deadline on `name` passed (which ends the scenario): takes what has arrived
+    /// on the other connections that no step has read (up to [`UNREAD_KEPT`] events each),
+    /// adds it to the end of the transcript, and says what it was, one line per connection.
+    /// A reply sent on the wrong connection shows up here.
+    fn unread_elsewhere(&mut self, name: &str) -> Vec<String> {
+        let others: Vec<String> = self
+            .conns
+            .keys()
+            .filter(|other| *other != name)
+            .cloned()
+            .collect();
+        let mut said = Vec::new();
+        for other in others {
+            let mut unread = 0usize;
+            let mut first = None;
+            let mut more = false;
+            for taken in 0.. {
+                let Some(event) = self.conns.get_mut(&other).and_then(Connection::try_recv) else {
+                    break;
+                };
+                // Bounded: a target that floods `other` keeps its queue full.
+                if taken == UNREAD_KEPT {
+                    more = true;
+                    break;
+                }
+                let (at, kind) = match event {
+                    Incoming::Message(frame, at) => {
+                        let kind = EntryKind::received(&frame);
+                        // Traffic the background rules cover is no one's concern here.
+                        if self
+                            .scenario
+                            .background
+                            .iter()
+                            .any(|r| self.matches_quietly(&r.on, &frame))
+                        {
+                            let at = self.at(at);
+                            self.transcript.push_background(at, &other, kind);
+                            continue;
+                        }
+                        unread += 1;
+                        first.get_or_insert(frame.data);
+                        (at, kind)
+                    }
+                    Incoming::TooLong(too_long, at) => (
+                        at,
+                        EntryKind::TooLong {
+                            limit: too_long.limit,
+                            head: Data::new(&too_long.head),
+                        },
+                    ),
+                    Incoming::Closed(how, at) => (at, end_entry(&how)),
+                };
+                // Last, though it may have come earlier (the time says when): a reply can
+                // arrive before the send it answers is recorded, and must not come first.
+                let at = self.at(at);
+                self.transcript.push(at, &other, kind);
+            }
+            self.record_answered(&other);
+            if let Some(first) = first {
+                let first = abbreviate(&show_bytes(&first), SHOWN);
+                let more = if more { " (and more not shown)" } else { "" };
+                said.push(match unread {
+                    1 => format!(
+                        "meanwhile `{other}` received a message no step has read yet{more}: {first}"
+                    ),
+                    n => format!(
+                        "meanwhile `{other}` received {n} messages no step has read yet{more}, the first: {first}"
+                    ),
+                });
+            }
+        }
+        said
     }
 
     /// A short description of what a matcher wants, for labels.
@@ -1771,13 +1850,7 @@ impl<'a> Exec<'a> {
             return match event {
                 Ok(Incoming::Closed(how, at)) => {
                     let at = self.at(at);
-                    self.transcript.push(
-                        at,
-                        name,
-                        EntryKind::ClosedByTarget {
-                            how: how.to_string(),
-                        },
-                    );
+                    self.transcript.push(at, name, end_entry(&how));
                     self.conns.remove(name);
                     Ok(())
                 }
@@ -1860,13 +1933,7 @@ impl<'a> Exec<'a> {
                     }
                     Ok(Incoming::Closed(how, at)) => {
                         let at = self.at(at);
-                        self.transcript.push(
-                            at,
-                            &name,
-                            EntryKind::ClosedByTarget {
-                                how: how.to_string(),
-                            },
-                        );
+                        self.transcript.push(at, &name, end_entry(&how));
                         return Err(StepError::failed(format!(
                         "expected silence on `{name}`, but the target closed the connection ({how})"
                     ))
@@ -1886,8 +1953,9 @@ impl<'a> Exec<'a> {
         let Some(mut conn) = self.conns.remove(name) else {
             return;
         };
-        conn.shutdown(self.timeout).await;
+        // The time the close began: a target that closes in answer to it does so later.
         let at = self.elapsed();
+        conn.shutdown(self.timeout).await;
         self.transcript.push(at, name, EntryKind::ClosedByUs);
         let deadline = Instant::now() + CLOSE_LINGER.min(self.timeout);
         loop {
@@ -1912,13 +1980,7 @@ impl<'a> Exec<'a> {
                     let at = self.at(at);
                     // Not a step's expectation: whether it comes within the linger is up to
                     // the target's timing.
-                    self.transcript.push_background(
-                        at,
-                        name,
-                        EntryKind::ClosedByTarget {
-                            how: how.to_string(),
-                        },
-                    );
+                    self.transcript.push_background(at, name, end_entry(&how));
                     return;
                 }
                 Ok(Incoming::TooLong(..)) | Err(_) => return,
@@ -2012,10 +2074,25 @@ fn partial_help(p: &Partial) -> String {
 }
 
 fn closed_error(name: &str, how: &CloseKind, wanted: &str) -> StepError {
-    StepError::failed(format!(
-        "the target closed `{name}` ({how}) before the expected message"
-    ))
-    .label(format!("expected {wanted}"))
+    let message = match how {
+        CloseKind::Tls(reason) => {
+            format!("TLS error on `{name}` before the expected message: {reason}")
+        }
+        how => format!("the target closed `{name}` ({how}) before the expected message"),
+    };
+    StepError::failed(message).label(format!("expected {wanted}"))
+}
+
+/// The transcript entry for the end of what can be read on a connection.
+fn end_entry(how: &CloseKind) -> EntryKind {
+    match how {
+        CloseKind::Tls(reason) => EntryKind::TlsError {
+            reason: reason.clone(),
+        },
+        how => EntryKind::ClosedByTarget {
+            how: how.to_string(),
+        },
+    }
 }
 
 fn template_error(t: &Template, e: &template::TemplateError) -> StepError {

@@ -95,6 +95,10 @@ pub enum EntryKind {
     ClosedByTarget {
         how: String,
     },
+    /// TLS failed on what the target sent: the connection cannot be read on.
+    TlsError {
+        reason: String,
+    },
     ClosedByUs,
     /// We closed our writing side and went on reading.
     ShutDownByUs,
@@ -505,6 +509,9 @@ impl Transcript {
                 EntryKind::ClosedByTarget { how } => {
                     let who = if self.serving { "client" } else { "target" };
                     let _ = write!(line, "{c}  closed by the {who} ({how})");
+                }
+                EntryKind::TlsError { reason } => {
+                    let _ = write!(line, "{c}  TLS error: {reason}");
                 }
                 EntryKind::ClosedByUs => {
                     let _ = write!(line, "{c}  closed by the harness");

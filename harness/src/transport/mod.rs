@@ -7,11 +7,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -87,8 +90,13 @@ pub enum ConnectError {
         reason: String,
         help: Option<&'static str>,
     },
-    #[error("TLS handshake with {addr} did not finish within {}: the target accepted the connection but did not answer", humantime::format_duration(*.after))]
-    HandshakeTimeout { addr: String, after: Duration },
+    #[error("TLS handshake with {addr} did not finish within {}: {}", humantime::format_duration(*.after), handshake_stalled(*.received))]
+    HandshakeTimeout {
+        addr: String,
+        after: Duration,
+        /// Bytes the target sent during the handshake.
+        received: u64,
+    },
     #[error(
         "RSA key exchange with {addr} failed: the server closed the connection instead of sending its public key"
     )]
@@ -116,6 +124,13 @@ pub enum ConnectError {
     KeyGeneration(String),
 }
 
+fn handshake_stalled(received: u64) -> String {
+    match received {
+        0 => "the target accepted the connection but did not answer".to_owned(),
+        n => format!("the target sent {n} bytes, then stopped before the handshake was complete"),
+    }
+}
+
 fn key_timeout(received: usize, after: Duration) -> String {
     let after = humantime::format_duration(after);
     match received {
@@ -134,6 +149,9 @@ impl ConnectError {
     pub fn help(&self) -> Option<&'static str> {
         match self {
             ConnectError::Handshake { help, .. } => *help,
+            ConnectError::HandshakeTimeout { received, .. } if *received > 0 => {
+                Some("check that the target serves TLS on this port")
+            }
             ConnectError::Refused { .. } => Some(
                 "start the server first, or leave out --target to use the built-in reference server",
             ),
@@ -237,11 +255,14 @@ pub async fn connect_with(
             server_name,
         } => {
             let connector = TlsConnector::from(config.clone());
+            let tcp = Counted::new(tcp);
+            let received = tcp.received.clone();
             match tokio::time::timeout(timeout, connector.connect(server_name.clone(), tcp)).await {
                 Err(_) => {
                     return Err(ConnectError::HandshakeTimeout {
                         addr: addr.to_owned(),
                         after: timeout,
+                        received: received.load(Ordering::Relaxed),
                     });
                 }
                 Ok(Err(e)) => return Err(handshake_error(addr, &e)),
@@ -254,6 +275,69 @@ pub async fn connect_with(
         local,
         cipher,
     })
+}
+
+/// A TCP stream that counts the bytes it reads: a TLS handshake that stalls tells a
+/// target that never answered from one whose answer the TLS library is still waiting to
+/// complete.
+struct Counted {
+    tcp: TcpStream,
+    received: Arc<AtomicU64>,
+}
+
+impl Counted {
+    fn new(tcp: TcpStream) -> Self {
+        Self {
+            tcp,
+            received: Arc::default(),
+        }
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let read = (buf.filled().len() - before) as u64;
+            self.received.fetch_add(read, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
 }
 
 /// What is wrong with a rejected certificate, in words.

@@ -1,15 +1,15 @@
 //! The harness against targets that misbehave: silent, flooding, resetting, dripping, not
-//! speaking TLS, or not there at all. Each case runs one small scenario and checks that the
+//! speaking TLS or garbling it, answering on the wrong connection, or not there at all. Each case runs one small scenario and checks that the
 //! run ends (within a generous bound: a hang guard, not a speed test), without a panic, with
 //! the expected outcome and a message that says what happened.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use harness::run::{Outcome, RunOptions, ScenarioResult};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
@@ -517,4 +517,187 @@ async fn stops_in_the_middle_of_a_message() {
     let ran = run_case("half-message", "quiet: 5s\n", steps, options(&target)).await;
     ran.assert(Outcome::TimedOut, "no message on `C` within 300ms");
     ran.snapshot("half_message");
+}
+
+/// 64 bytes that look random: no TLS message, no key decrypts them.
+const GARBAGE: &str = "a54dca182530bb1d6d132cded6237b2ed91e3f721fcb1971174494d6493c9d5c\
+                       3460be31201e69fedaa0eee8b9997f5c7c2999fdafe593253cd654af4dfad714";
+
+/// A TLS record header (`kind`, TLS 1.2, 64 bytes long) followed by [`GARBAGE`].
+fn garbage_record(kind: u8) -> Vec<u8> {
+    let mut record = vec![kind, 0x03, 0x03, 0x00, 0x40];
+    record.extend(hex::decode(GARBAGE).unwrap());
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_the_client_hello_with_a_garbage_record() {
+    let target = serve(|mut tcp| async move {
+        read_some(&mut tcp).await;
+        // A handshake record (0x16) whose content is no handshake message.
+        let _ = tcp.write_all(&garbage_record(0x16)).await;
+        drain(&mut tcp).await;
+    })
+    .await;
+    let ran = run_case("tls-garbage-handshake", "", GET, options(&target)).await;
+    ran.assert(Outcome::Error, "TLS handshake with 127.0.0.1:");
+    ran.snapshot("tls_garbage_handshake");
+    assert!(
+        ran.human.contains("failed: the target does not speak TLS"),
+        "{}",
+        ran.human
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_the_client_hello_with_less_than_it_announces() {
+    let target = serve(|mut tcp| async move {
+        read_some(&mut tcp).await;
+        // A record that starts a 4096-byte ServerHello (0x02) and holds 60 bytes of it.
+        let mut record = garbage_record(0x16);
+        record[5..9].copy_from_slice(&[0x02, 0x00, 0x10, 0x00]);
+        let _ = tcp.write_all(&record).await;
+        drain(&mut tcp).await;
+    })
+    .await;
+    let opts = RunOptions {
+        connect_timeout: Duration::from_secs(1),
+        ..options(&target)
+    };
+    let ran = run_case("tls-short-handshake", "", GET, opts).await;
+    ran.assert(
+        Outcome::Error,
+        "did not finish within 1s: the target sent 69 bytes, then stopped before the handshake was complete",
+    );
+    ran.snapshot("tls_short_handshake");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_a_corrupt_tls_record_after_the_handshake() {
+    let target = serve(|tcp| async move {
+        let Some(mut tls) = tls(tcp).await else {
+            return;
+        };
+        read_some(&mut tls).await;
+        // Once the request is surely sent: an application-data record (0x17) that does not
+        // decrypt, written on the TCP stream under the TLS layer.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = tls.get_mut().0.write_all(&garbage_record(0x17)).await;
+        drain(&mut tls).await;
+    })
+    .await;
+    let ran = run_case("tls-corrupt-record", "", GET, options(&target)).await;
+    ran.assert(
+        Outcome::Failed,
+        "TLS error on `C` before the expected message: the target sent a record that does not decrypt",
+    );
+    ran.snapshot("tls_corrupt_record");
+}
+
+/// The writing half of the connection a KV server answers on.
+type Answering = Arc<tokio::sync::Mutex<Option<WriteHalf<TlsStream<TcpStream>>>>>;
+
+/// A KV server that keeps its client in one global variable: each connection it accepts
+/// replaces the one before, so every reply goes to the connection opened last, whichever
+/// connection the request came on.
+async fn answers_the_latest_connection() -> Target {
+    let latest = Answering::default();
+    serve(move |tcp| {
+        let latest = latest.clone();
+        async move {
+            let Some(tls) = tls(tcp).await else {
+                return;
+            };
+            let (reader, writer) = tokio::io::split(tls);
+            *latest.lock().await = Some(writer);
+            let mut lines = BufReader::new(reader).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let reply: &[u8] = match line.split(' ').next() {
+                    Some("CONNECT") => b"CONNECT: OK\n",
+                    Some("GET") => b"GET blue\n",
+                    _ => b"ERROR\n",
+                };
+                if let Some(writer) = latest.lock().await.as_mut() {
+                    let _ = writer.write_all(reply).await;
+                }
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_on_the_wrong_connection() {
+    let target = answers_the_latest_connection().await;
+    let steps = r#"
+  - A -> S: CONNECT alice
+  - S -> A: "CONNECT: OK"
+  - B -> S: CONNECT bob
+  - S -> B: "CONNECT: OK"
+  - A -> S: GET colour
+  - S -> A: GET blue
+"#;
+    let ran = run_case("wrong-connection", "", steps, options(&target)).await;
+    ran.assert(Outcome::TimedOut, "no message on `A` within 1s");
+    ran.snapshot("wrong_connection");
+    let failure = ran.result.failure.as_ref().unwrap();
+    assert_eq!(failure.span.unwrap().line, 8);
+    // What went to `B` instead is in the help and in the transcript.
+    let help = failure.help.as_deref().unwrap_or_default();
+    assert_eq!(
+        help,
+        "meanwhile `B` received a message no step has read yet: \"GET blue\""
+    );
+    assert!(
+        ran.human.contains("S -> B  \"GET blue\\n\""),
+        "{}",
+        ran.human
+    );
+}
+
+/// Answers the first request with `reply`, then keeps the connection open.
+async fn replies_once(reply: &'static [u8]) -> Target {
+    serve(move |tcp| async move {
+        let Some(mut tls) = tls(tcp).await else {
+            return;
+        };
+        read_some(&mut tls).await;
+        let _ = tls.write_all(reply).await;
+        drain(&mut tls).await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_a_nul_inside_a_reply() {
+    let target = replies_once(b"PUT: O\0K\n").await;
+    let steps = r#"
+  - C -> S: "PUT colour\nblue"
+  - S -> C: "PUT: OK"
+"#;
+    let ran = run_case("nul", "", steps, options(&target)).await;
+    ran.assert(Outcome::Failed, "unexpected reply");
+    ran.snapshot("nul");
+    // Every byte, the NUL too, and the line end after it: not cut at the NUL.
+    assert_eq!(ran.actual(), "8 bytes  5055543a 204f004b");
+    assert!(
+        ran.human.contains("S -> C  9 bytes  5055543a 204f004b 0a"),
+        "{}",
+        ran.human
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_bytes_that_are_not_utf8_inside_a_reply() {
+    let target = replies_once(b"CONNECT: \xff\xfeOK\n").await;
+    let steps = r#"
+  - C -> S: CONNECT alice
+  - S -> C: "CONNECT: OK"
+"#;
+    let ran = run_case("not-utf8", "", steps, options(&target)).await;
+    ran.assert(Outcome::Failed, "unexpected reply");
+    ran.snapshot("not_utf8");
+    // The bytes themselves, not replacement characters.
+    assert_eq!(ran.actual(), "13 bytes  434f4e4e 4543543a 20fffe4f 4b");
+    assert!(!ran.human.contains('\u{fffd}'), "{}", ran.human);
 }

@@ -3,7 +3,6 @@
 //! deadline, so no test can hang.
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use reference_impl::chat::codec::{CheckOrder, Dialect, HeaderMap};
@@ -13,8 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// How long any expected event may take.
-const PATIENCE: Duration = Duration::from_secs(5);
+mod common;
+use common::PATIENCE;
+use common::chat::Conn;
+
 /// How long "nothing arrives" is watched.
 const QUIET: Duration = Duration::from_millis(150);
 
@@ -62,131 +63,11 @@ macro_rules! faulty_server {
     };
 }
 
-/// A raw connection: bytes in, lines out.
-struct Conn {
-    stream: TcpStream,
-    /// Received and not yet expected.
-    pending: Vec<u8>,
-    name: String,
-}
-
+/// `expect_silence` with this file's quiet time.
 impl Conn {
-    async fn open(addr: SocketAddr) -> Conn {
-        let stream = tokio::time::timeout(PATIENCE, TcpStream::connect(addr))
-            .await
-            .expect("connect timed out")
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        Conn {
-            stream,
-            pending: Vec::new(),
-            name: String::new(),
-        }
-    }
-
-    /// Connects and reads the WELCOME.
-    async fn connect(server: &RunningServer) -> Conn {
-        let mut conn = Conn::open(server.addr()).await;
-        conn.expect(r#"WELCOME {"msg":"Welcome to the server 1.5"}"#)
-            .await;
-        conn
-    }
-
-    /// Connects and logs in as `name`.
-    async fn login(server: &RunningServer, name: &str) -> Conn {
-        let mut conn = Conn::connect(server).await;
-        conn.send(&format!(r#"LOGIN {{"username":"{name}"}}"#))
-            .await;
-        conn.expect(r#"LOGIN_RESP {"status":"OK"}"#).await;
-        conn.name = name.to_owned();
-        conn
-    }
-
-    async fn send_raw(&mut self, bytes: &[u8]) {
-        tokio::time::timeout(PATIENCE, self.stream.write_all(bytes))
-            .await
-            .expect("write timed out")
-            .unwrap();
-    }
-
-    /// Sends a line ending in `\n`.
-    async fn send(&mut self, line: &str) {
-        self.send_raw(format!("{line}\n").as_bytes()).await;
-    }
-
-    /// The next line, without its `\n`; `None` at EOF. Panics after `within`.
-    async fn next_line_within(&mut self, within: Duration) -> Option<String> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.pending.drain(..=i).collect();
-                return Some(String::from_utf8_lossy(&line[..i]).into_owned());
-            }
-            let mut buf = [0u8; 65536];
-            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await;
-            match read {
-                Err(_) => panic!(
-                    "{}: no line within {within:?}; received so far {:?}",
-                    self.name,
-                    String::from_utf8_lossy(&self.pending)
-                ),
-                Ok(Ok(0)) | Ok(Err(_)) => {
-                    assert!(
-                        self.pending.is_empty(),
-                        "{}: connection closed after an unterminated {:?}",
-                        self.name,
-                        String::from_utf8_lossy(&self.pending)
-                    );
-                    return None;
-                }
-                Ok(Ok(n)) => self.pending.extend_from_slice(&buf[..n]),
-            }
-        }
-    }
-
-    async fn line(&mut self) -> String {
-        match self.next_line_within(PATIENCE).await {
-            Some(line) => line,
-            None => panic!("{}: the server closed the connection", self.name),
-        }
-    }
-
-    /// The next line is exactly `expected`.
-    async fn expect(&mut self, expected: &str) {
-        let line = self.line().await;
-        assert_eq!(line, expected, "{}: unexpected line", self.name);
-    }
-
     /// Nothing arrives for a while.
     async fn expect_silence(&mut self) {
         self.expect_silence_for(QUIET).await;
-    }
-
-    async fn expect_silence_for(&mut self, quiet: Duration) {
-        assert!(
-            self.pending.is_empty(),
-            "{}: {:?} is waiting",
-            self.name,
-            String::from_utf8_lossy(&self.pending)
-        );
-        let mut buf = [0u8; 1024];
-        match tokio::time::timeout(quiet, self.stream.read(&mut buf)).await {
-            Err(_) => {}
-            Ok(Ok(0)) => panic!("{}: closed instead of staying silent", self.name),
-            Ok(Ok(n)) => panic!(
-                "{}: expected silence, received {:?}",
-                self.name,
-                String::from_utf8_lossy(&buf[..n])
-            ),
-            Ok(Err(e)) => panic!("{}: {e}", self.name),
-        }
-    }
-
-    /// The server closes the connection without sending anything more.
-    async fn expect_close(&mut self) {
-        if let Some(line) = self.next_line_within(PATIENCE).await {
-            panic!("{}: expected the close, received {line:?}", self.name);
-        }
     }
 }
 
@@ -196,7 +77,7 @@ impl Conn {
 #[tokio::test]
 async fn welcome_names_the_version() {
     let server = server!();
-    Conn::connect(&server).await;
+    Conn::connect(server.addr()).await;
     let server = server!(version: "2.0".into());
     let mut c = Conn::open(server.addr()).await;
     c.expect(r#"WELCOME {"msg":"Welcome to the server 2.0"}"#)
@@ -207,7 +88,7 @@ async fn welcome_names_the_version() {
 #[tokio::test]
 async fn teachers_usernames() {
     let server = server!();
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     for (name, reply) in [
         ("my", r#"LOGIN_RESP {"status":"ERROR","code":5001}"#),
         (
@@ -222,7 +103,7 @@ async fn teachers_usernames() {
         c.send(&format!(r#"LOGIN {{"username":"{name}"}}"#)).await;
         c.expect(reply).await;
     }
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     c.send(r#"LOGIN {"username":"abcdefghijklmn"}"#).await;
     c.expect(r#"LOGIN_RESP {"status":"OK"}"#).await;
 }
@@ -230,7 +111,7 @@ async fn teachers_usernames() {
 #[tokio::test]
 async fn empty_or_missing_username_is_5001_and_a_bad_type_a_parse_error() {
     let server = server!();
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     for line in ["LOGIN ", "LOGIN", "LOGIN {}", r#"LOGIN {"username":""}"#] {
         c.send(line).await;
         c.expect(r#"LOGIN_RESP {"status":"ERROR","code":5001}"#)
@@ -247,8 +128,8 @@ async fn empty_or_missing_username_is_5001_and_a_bad_type_a_parse_error() {
 #[tokio::test]
 async fn duplicate_name_is_5000_and_login_twice_5002() {
     let server = server!(joined: false);
-    let mut alice = Conn::login(&server, "alice").await;
-    let mut other = Conn::connect(&server).await;
+    let mut alice = Conn::login(server.addr(), "alice").await;
+    let mut other = Conn::connect(server.addr()).await;
     other.send(r#"LOGIN {"username":"alice"}"#).await;
     other
         .expect(r#"LOGIN_RESP {"status":"ERROR","code":5000}"#)
@@ -270,38 +151,38 @@ async fn duplicate_name_is_5000_and_login_twice_5002() {
 #[tokio::test]
 async fn a_name_is_free_again_once_its_user_left() {
     let server = server!();
-    let mut alice = Conn::login(&server, "alice").await;
+    let mut alice = Conn::login(server.addr(), "alice").await;
     alice.send("BYE").await;
     alice.expect(r#"BYE_RESP {"status":"OK"}"#).await;
     alice.expect_close().await;
-    Conn::login(&server, "alice").await;
+    Conn::login(server.addr(), "alice").await;
 }
 
 #[tokio::test]
 async fn joined_reaches_the_others_unless_switched_off() {
     let server = server!();
-    let mut alice = Conn::login(&server, "alice").await;
-    let _bob = Conn::login(&server, "bob").await;
+    let mut alice = Conn::login(server.addr(), "alice").await;
+    let _bob = Conn::login(server.addr(), "bob").await;
     alice.expect(r#"JOINED {"username":"bob"}"#).await;
-    let mut anonymous = Conn::connect(&server).await;
-    let _carol = Conn::login(&server, "carol").await;
+    let mut anonymous = Conn::connect(server.addr()).await;
+    let _carol = Conn::login(server.addr(), "carol").await;
     alice.expect(r#"JOINED {"username":"carol"}"#).await;
     // Only logged-in users are told.
     anonymous.expect_silence().await;
 
     let server = server!(joined: false);
-    let mut alice = Conn::login(&server, "alice").await;
-    let _bob = Conn::login(&server, "bob").await;
+    let mut alice = Conn::login(server.addr(), "alice").await;
+    let _bob = Conn::login(server.addr(), "bob").await;
     alice.expect_silence().await;
 }
 
 #[tokio::test]
 async fn login_and_broadcast_in_one_write_with_either_line_end() {
     let server = server!(joined: false);
-    let mut bob = Conn::login(&server, "bob").await;
+    let mut bob = Conn::login(server.addr(), "bob").await;
     let mut keep = Vec::new();
     for (name, end) in [("crlf", "\r\n"), ("lfonly", "\n"), ("cronly", "\r")] {
-        let mut c = Conn::connect(&server).await;
+        let mut c = Conn::connect(server.addr()).await;
         c.send_raw(
             format!(r#"LOGIN {{"username":"{name}"}}{end}BROADCAST_REQ {{"message":"hi"}}{end}"#)
                 .as_bytes(),
@@ -320,10 +201,10 @@ async fn login_and_broadcast_in_one_write_with_either_line_end() {
 #[tokio::test]
 async fn one_login_and_broadcast_split_over_three_writes() {
     let server = server!(joined: false);
-    let mut bob = Conn::login(&server, "bob").await;
+    let mut bob = Conn::login(server.addr(), "bob").await;
     let stream = b"LOGIN {\"username\":\"alice\"}\r\nBROADCAST_REQ {\"message\":\"split\"}\r\n";
     for cuts in [(1, 2), (5, 30), (26, 27), (27, 28), (40, stream.len() - 1)] {
-        let mut c = Conn::connect(&server).await;
+        let mut c = Conn::connect(server.addr()).await;
         for part in [
             &stream[..cuts.0],
             &stream[cuts.0..cuts.1],
@@ -346,7 +227,7 @@ async fn one_login_and_broadcast_split_over_three_writes() {
 #[tokio::test]
 async fn a_cr_at_the_end_of_a_write_and_its_lf_in_the_next_are_one_line_end() {
     let server = server!();
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     c.send_raw(b"LOGIN {\"username\":\"alice\"}\r").await;
     c.expect(r#"LOGIN_RESP {"status":"OK"}"#).await;
     tokio::time::sleep(Duration::from_millis(30)).await;
@@ -363,9 +244,9 @@ async fn a_cr_at_the_end_of_a_write_and_its_lf_in_the_next_are_one_line_end() {
 #[tokio::test]
 async fn broadcast_reaches_every_other_user_both_ways() {
     let server = server!(joined: false);
-    let mut alice = Conn::login(&server, "alice").await;
-    let mut bob = Conn::login(&server, "bob").await;
-    let mut carol = Conn::login(&server, "carol").await;
+    let mut alice = Conn::login(server.addr(), "alice").await;
+    let mut bob = Conn::login(server.addr(), "bob").await;
+    let mut carol = Conn::login(server.addr(), "carol").await;
     alice.send(r#"BROADCAST_REQ {"message":"hello all"}"#).await;
     alice.expect(r#"BROADCAST_RESP {"status":"OK"}"#).await;
     bob.expect(r#"BROADCAST {"username":"alice","message":"hello all"}"#)
@@ -389,13 +270,13 @@ async fn broadcast_reaches_every_other_user_both_ways() {
 #[tokio::test]
 async fn broadcast_before_login_is_6000_and_without_body_an_empty_message() {
     let server = server!(joined: false);
-    let mut bob = Conn::login(&server, "bob").await;
-    let mut c = Conn::connect(&server).await;
+    let mut bob = Conn::login(server.addr(), "bob").await;
+    let mut c = Conn::connect(server.addr()).await;
     c.send(r#"BROADCAST_REQ {"message":"x"}"#).await;
     c.expect(r#"BROADCAST_RESP {"status":"ERROR","code":6000}"#)
         .await;
     bob.expect_silence().await;
-    let mut alice = Conn::login(&server, "alice").await;
+    let mut alice = Conn::login(server.addr(), "alice").await;
     alice.send("BROADCAST_REQ").await;
     alice.expect(r#"BROADCAST_RESP {"status":"OK"}"#).await;
     bob.expect(r#"BROADCAST {"username":"alice","message":""}"#)
@@ -408,7 +289,7 @@ async fn broadcast_before_login_is_6000_and_without_body_an_empty_message() {
 #[tokio::test]
 async fn ping_comes_one_interval_after_login_and_then_every_interval() {
     let server = server!(ping_interval: PING);
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     // No PING before the login, however long it takes.
     c.expect_silence_for(PING + Duration::from_millis(100))
         .await;
@@ -439,8 +320,8 @@ async fn ping_comes_one_interval_after_login_and_then_every_interval() {
 #[tokio::test]
 async fn no_pong_in_time_is_dscn_7000_then_close_and_left() {
     let server = server!(ping_interval: PING);
-    let mut bob = Conn::login(&server, "bob").await;
-    let mut alice = Conn::login(&server, "alice").await;
+    let mut bob = Conn::login(server.addr(), "bob").await;
+    let mut alice = Conn::login(server.addr(), "alice").await;
     bob.expect(r#"JOINED {"username":"alice"}"#).await;
     // bob answers his pings; alice does not.
     bob.expect("PING").await;
@@ -460,15 +341,15 @@ async fn no_pong_in_time_is_dscn_7000_then_close_and_left() {
 #[tokio::test]
 async fn pong_without_ping_is_8000() {
     let server = server!();
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     c.send("PONG").await;
     c.expect(r#"PONG_ERROR {"code":8000}"#).await;
-    let mut c = Conn::login(&server, "alice").await;
+    let mut c = Conn::login(server.addr(), "alice").await;
     c.send("PONG").await;
     c.expect(r#"PONG_ERROR {"code":8000}"#).await;
     // One PONG answers one PING: a second one is unexpected.
     let server = server!(ping_interval: PING);
-    let mut c = Conn::login(&server, "alice").await;
+    let mut c = Conn::login(server.addr(), "alice").await;
     c.expect("PING").await;
     c.send("PONG").await;
     c.send("PONG").await;
@@ -481,14 +362,14 @@ async fn pong_without_ping_is_8000() {
 #[tokio::test]
 async fn bye_is_answered_then_closed_and_the_others_get_left() {
     let server = server!(joined: false);
-    let mut alice = Conn::login(&server, "alice").await;
-    let mut bob = Conn::login(&server, "bob").await;
+    let mut alice = Conn::login(server.addr(), "alice").await;
+    let mut bob = Conn::login(server.addr(), "bob").await;
     bob.send("BYE").await;
     bob.expect(r#"BYE_RESP {"status":"OK"}"#).await;
     bob.expect_close().await;
     alice.expect(r#"LEFT {"username":"bob"}"#).await;
     // Before a login: answered and closed, nobody is told.
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     c.send("BYE").await;
     c.expect(r#"BYE_RESP {"status":"OK"}"#).await;
     c.expect_close().await;
@@ -498,11 +379,11 @@ async fn bye_is_answered_then_closed_and_the_others_get_left() {
 #[tokio::test]
 async fn a_dropped_connection_is_announced_with_left() {
     let server = server!(joined: false);
-    let mut alice = Conn::login(&server, "alice").await;
-    let bob = Conn::login(&server, "bob").await;
+    let mut alice = Conn::login(server.addr(), "alice").await;
+    let bob = Conn::login(server.addr(), "bob").await;
     drop(bob);
     alice.expect(r#"LEFT {"username":"bob"}"#).await;
-    let c = Conn::connect(&server).await;
+    let c = Conn::connect(server.addr()).await;
     drop(c);
     alice.expect_silence().await;
 }
@@ -510,7 +391,7 @@ async fn a_dropped_connection_is_announced_with_left() {
 #[tokio::test]
 async fn unknown_header_and_invalid_body_keep_the_client_connected() {
     let server = server!();
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     for (line, reply) in [
         ("MSG This is an invalid message", "UNKNOWN_COMMAND"),
         ("FOO", "UNKNOWN_COMMAND"),
@@ -537,7 +418,7 @@ async fn unknown_header_and_invalid_body_keep_the_client_connected() {
 #[tokio::test]
 async fn json_first_dialect_answers_as_the_teachers_server() {
     let server = server!(dialect: Dialect::json_first(), joined: false);
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     for (line, reply) in [
         ("MSG This is an invalid message", "PARSE_ERROR"),
         ("FOO", "UNKNOWN_COMMAND"),
@@ -553,8 +434,8 @@ async fn json_first_dialect_answers_as_the_teachers_server() {
 #[tokio::test]
 async fn lines_up_to_the_limit_pass_longer_ones_get_dscn_7001() {
     let server = server!(joined: false);
-    let mut bob = Conn::login(&server, "bob").await;
-    let mut alice = Conn::login(&server, "alice").await;
+    let mut bob = Conn::login(server.addr(), "bob").await;
+    let mut alice = Conn::login(server.addr(), "alice").await;
     // BROADCAST_REQ {"message":"..."} of exactly 1024 bytes.
     let overhead = r#"BROADCAST_REQ {"message":""}"#.len();
     let text = "x".repeat(1024 - overhead);
@@ -580,7 +461,7 @@ async fn lines_up_to_the_limit_pass_longer_ones_get_dscn_7001() {
 #[tokio::test]
 async fn a_larger_line_limit_is_honoured() {
     let server = server!(max_line: 4096);
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     let name = "x".repeat(4000);
     c.send(&format!(r#"LOGIN {{"username":"{name}"}}"#)).await;
     c.expect(r#"LOGIN_RESP {"status":"ERROR","code":5001}"#)
@@ -616,7 +497,7 @@ async fn renamed_headers_are_spoken_both_ways() {
         },
         joined: false
     );
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     c.send("LOGIN {\"username\":\"alice\"}").await;
     c.expect("UNKNOWN_COMMAND").await;
     c.send("LOGIN REQ {\"username\":\"alice\"}").await;
@@ -638,13 +519,13 @@ async fn renamed_headers_are_spoken_both_ways() {
 #[tokio::test]
 async fn list_users_in_login_order_with_the_requester() {
     let server = server!(joined: false);
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     c.send("LIST_USERS_REQ").await;
     c.expect(r#"LIST_USERS_RESP {"status":"ERROR","code":6000}"#)
         .await;
-    let _zed = Conn::login(&server, "zed").await;
-    let mut amy = Conn::login(&server, "amy").await;
-    let mid = Conn::login(&server, "mid").await;
+    let _zed = Conn::login(server.addr(), "zed").await;
+    let mut amy = Conn::login(server.addr(), "amy").await;
+    let mid = Conn::login(server.addr(), "mid").await;
     amy.send("LIST_USERS_REQ").await;
     amy.expect(r#"LIST_USERS_RESP {"status":"OK","users":["zed","amy","mid"]}"#)
         .await;
@@ -660,9 +541,9 @@ async fn list_users_in_login_order_with_the_requester() {
 #[tokio::test]
 async fn private_message_reaches_the_receiver_only() {
     let server = server!(joined: false);
-    let mut alice = Conn::login(&server, "alice").await;
-    let mut bob = Conn::login(&server, "bob").await;
-    let mut carol = Conn::login(&server, "carol").await;
+    let mut alice = Conn::login(server.addr(), "alice").await;
+    let mut bob = Conn::login(server.addr(), "bob").await;
+    let mut carol = Conn::login(server.addr(), "carol").await;
     alice
         .send(r#"PRIVATE_MESSAGE_REQ {"receiver":"bob","message":"psst"}"#)
         .await;
@@ -678,15 +559,15 @@ async fn private_message_reaches_the_receiver_only() {
 #[tokio::test]
 async fn private_message_errors() {
     let server = server!(joined: false);
-    let mut anonymous = Conn::connect(&server).await;
+    let mut anonymous = Conn::connect(server.addr()).await;
     anonymous
         .send(r#"PRIVATE_MESSAGE_REQ {"receiver":"bob","message":"x"}"#)
         .await;
     anonymous
         .expect(r#"PRIVATE_MESSAGE_RESP {"status":"ERROR","code":6000}"#)
         .await;
-    let mut alice = Conn::login(&server, "alice").await;
-    let mut bob = Conn::login(&server, "bob").await;
+    let mut alice = Conn::login(server.addr(), "alice").await;
+    let mut bob = Conn::login(server.addr(), "bob").await;
     for (line, code) in [
         (r#"{"receiver":"nobody","message":"x"}"#, 6001),
         (r#"{"message":"x"}"#, 6001),
@@ -716,7 +597,7 @@ async fn private_message_errors() {
 async fn users(server: &RunningServer, names: &[&str]) -> Vec<Conn> {
     let mut conns = Vec::new();
     for name in names {
-        conns.push(Conn::login(server, name).await);
+        conns.push(Conn::login(server.addr(), name).await);
     }
     conns
 }
@@ -813,7 +694,7 @@ async fn a_whole_game() {
 #[tokio::test]
 async fn game_errors_before_login_and_without_a_game() {
     let server = server!(joined: false);
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     c.send("START_GAME_REQ").await;
     c.expect(r#"START_GAME_RESP {"status":"ERROR","code":6000}"#)
         .await;
@@ -947,7 +828,7 @@ fn sha256_hex(data: &[u8]) -> String {
 #[tokio::test]
 async fn file_transfer_request_errors() {
     let server = server!(joined: false, max_file_size: 1000);
-    let mut anonymous = Conn::connect(&server).await;
+    let mut anonymous = Conn::connect(server.addr()).await;
     anonymous
         .send(r#"FILE_TRANSFER_REQUEST {"receiver":"bob","filename":"a.txt"}"#)
         .await;
@@ -1008,7 +889,7 @@ async fn file_transfer_request_is_relayed_and_rejection_is_10002() {
 #[tokio::test]
 async fn file_transfer_response_errors() {
     let server = server!(joined: false);
-    let mut anonymous = Conn::connect(&server).await;
+    let mut anonymous = Conn::connect(server.addr()).await;
     let id = uuid::Uuid::new_v4().to_string();
     anonymous
         .send(&format!(
@@ -1300,7 +1181,7 @@ async fn secure_handshake_and_message_are_relayed_untouched() {
 #[tokio::test]
 async fn secure_message_errors_come_under_the_failed_header() {
     let server = server!(joined: false);
-    let mut anonymous = Conn::connect(&server).await;
+    let mut anonymous = Conn::connect(server.addr()).await;
     for header in ["SECURE_MESSAGE_REQ", "SECURE_MESSAGE_RES", "SECURE_MESSAGE"] {
         anonymous
             .send(&format!(r#"{header} {{"receiver":"bob"}}"#))
@@ -1348,7 +1229,7 @@ async fn secure_message_errors_come_under_the_failed_header() {
 async fn a_misbehaving_client_leaves_the_others_alone() {
     let server = server!(joined: false);
     let mut u = users(&server, &["alice", "bob"]).await;
-    let mut junk = Conn::login(&server, "junk").await;
+    let mut junk = Conn::login(server.addr(), "junk").await;
     junk.send_raw(b"\x00\x01\x02\xff garbage {{{\n").await;
     junk.expect("UNKNOWN_COMMAND").await;
     junk.send(r#"LOGIN {"username":"alice"}"#).await;
@@ -1371,14 +1252,14 @@ async fn a_misbehaving_client_leaves_the_others_alone() {
     u[1].expect(r#"PRIVATE_MESSAGE {"sender":"alice","message":"still here"}"#)
         .await;
     // Its name is free again.
-    Conn::login(&server, "junk").await;
+    Conn::login(server.addr(), "junk").await;
 }
 
 #[tokio::test]
 async fn a_client_that_does_not_read_is_dropped_not_buffered() {
     let server = server!(joined: false, max_queue: 16, write_timeout: Duration::from_secs(1));
-    let mut alice = Conn::login(&server, "alice").await;
-    let _sleeper = Conn::login(&server, "sleeper").await;
+    let mut alice = Conn::login(server.addr(), "alice").await;
+    let _sleeper = Conn::login(server.addr(), "sleeper").await;
     let text = "y".repeat(900);
     let line = format!("BROADCAST_REQ {{\"message\":\"{text}\"}}\n");
     // Far more than the socket buffers hold; alice reads her answers as she goes.
@@ -1412,8 +1293,8 @@ async fn a_client_that_does_not_read_is_dropped_not_buffered() {
 #[tokio::test]
 async fn connections_over_the_cap_are_closed_at_once() {
     let server = server!(max_connections: 2);
-    let _a = Conn::connect(&server).await;
-    let _b = Conn::connect(&server).await;
+    let _a = Conn::connect(server.addr()).await;
+    let _b = Conn::connect(server.addr()).await;
     let mut c = Conn::open(server.addr()).await;
     c.expect_close().await;
 }
@@ -1421,8 +1302,8 @@ async fn connections_over_the_cap_are_closed_at_once() {
 #[tokio::test]
 async fn shutdown_closes_every_connection() {
     let server = server!(joined: false);
-    let mut alice = Conn::login(&server, "alice").await;
-    let mut anonymous = Conn::connect(&server).await;
+    let mut alice = Conn::login(server.addr(), "alice").await;
+    let mut anonymous = Conn::connect(server.addr()).await;
     tokio::time::timeout(PATIENCE, server.shutdown())
         .await
         .expect("shutdown hangs");
@@ -1440,25 +1321,25 @@ async fn fault_login_and_welcome() {
     c.expect(r#"WELCOME {"msg":"Welcome to the server"}"#).await;
 
     let server = faulty_server!(Fault::LoginOrderWrong);
-    let mut c = Conn::login(&server, "alice").await;
+    let mut c = Conn::login(server.addr(), "alice").await;
     c.send(r#"LOGIN {"username":"*"}"#).await;
     c.expect(r#"LOGIN_RESP {"status":"ERROR","code":5001}"#)
         .await;
 
     let server = faulty_server!(Fault::AcceptBadUsername);
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     c.send(r#"LOGIN {"username":"*a*"}"#).await;
     c.expect(r#"LOGIN_RESP {"status":"OK"}"#).await;
 
     let server = faulty_server!(Fault::AllowDuplicateName, joined: false);
-    let _a = Conn::login(&server, "alice").await;
-    let mut b = Conn::login(&server, "alice").await;
+    let _a = Conn::login(server.addr(), "alice").await;
+    let mut b = Conn::login(server.addr(), "alice").await;
     b.send("LIST_USERS_REQ").await;
     b.expect(r#"LIST_USERS_RESP {"status":"OK","users":["alice","alice"]}"#)
         .await;
 
     let server = faulty_server!(Fault::AllowLoginTwice);
-    let mut c = Conn::login(&server, "alice").await;
+    let mut c = Conn::login(server.addr(), "alice").await;
     c.send(r#"LOGIN {"username":"bob"}"#).await;
     c.expect(r#"LOGIN_RESP {"status":"OK"}"#).await;
     c.send("LIST_USERS_REQ").await;
@@ -1466,7 +1347,7 @@ async fn fault_login_and_welcome() {
         .await;
 
     let server = faulty_server!(Fault::CodesAsStrings);
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     c.send("LOGIN {}").await;
     c.expect(r#"LOGIN_RESP {"status":"ERROR","code":"5001"}"#)
         .await;
@@ -1497,7 +1378,7 @@ async fn fault_broadcast_and_left() {
 #[tokio::test]
 async fn fault_heartbeat() {
     let server = faulty_server!(Fault::PingFromConnect, ping_interval: PING);
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     let connected = Instant::now();
     tokio::time::sleep(PING / 2).await;
     c.send(r#"LOGIN {"username":"alice"}"#).await;
@@ -1506,18 +1387,18 @@ async fn fault_heartbeat() {
     assert!(connected.elapsed() < PING + PING / 4);
 
     let server = faulty_server!(Fault::WrongPingInterval, ping_interval: PING);
-    let mut c = Conn::login(&server, "alice").await;
+    let mut c = Conn::login(server.addr(), "alice").await;
     let login = Instant::now();
     c.expect("PING").await;
     assert!(login.elapsed() < PING - Duration::from_millis(50));
 
     let server = faulty_server!(Fault::NoPongTimeout, ping_interval: PING);
-    let mut c = Conn::login(&server, "alice").await;
+    let mut c = Conn::login(server.addr(), "alice").await;
     c.expect("PING").await;
     c.expect_silence_for(PONG * 2).await;
 
     let server = faulty_server!(Fault::NoPongError);
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     c.send("PONG").await;
     c.expect_silence().await;
 }
@@ -1525,24 +1406,24 @@ async fn fault_heartbeat() {
 #[tokio::test]
 async fn fault_invalid_messages_and_bye() {
     let server = faulty_server!(Fault::NoDscnOnLongLine);
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     c.send_raw(&[b'z'; 2000]).await;
     c.expect_silence().await;
     c.send("\nFOO").await;
     c.expect("UNKNOWN_COMMAND").await;
 
     let server = faulty_server!(Fault::UnknownAsParseError);
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     c.send("FOO").await;
     c.expect("PARSE_ERROR").await;
 
     let server = faulty_server!(Fault::ParseAsUnknown);
-    let mut c = Conn::connect(&server).await;
+    let mut c = Conn::connect(server.addr()).await;
     c.send(r#"LOGIN {"}"#).await;
     c.expect("UNKNOWN_COMMAND").await;
 
     let server = faulty_server!(Fault::StayOpenAfterBye);
-    let mut c = Conn::login(&server, "alice").await;
+    let mut c = Conn::login(server.addr(), "alice").await;
     c.send("BYE").await;
     c.expect(r#"BYE_RESP {"status":"OK"}"#).await;
     c.expect_silence().await;

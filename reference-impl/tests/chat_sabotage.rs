@@ -9,19 +9,17 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use reference_impl::chat::server::{self, Sabotage, ServerConfig};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
-/// How long any expected event may take.
-const PATIENCE: Duration = Duration::from_secs(5);
+mod common;
+use common::PATIENCE;
+use common::chat::{Conn, LOGIN_OK};
+
 /// How long "nothing arrives" is watched.
 const QUIET: Duration = Duration::from_millis(200);
 
-const WELCOME: &str = r#"WELCOME {"msg":"Welcome to the server 1.5"}"#;
-const LOGIN_OK: &str = r#"LOGIN_RESP {"status":"OK"}"#;
 const INVALID_NAME: &str = r#"LOGIN_RESP {"status":"ERROR","code":5001}"#;
 
 /// Spec behaviour, no `PING` within a test, and `sabotage`.
@@ -37,99 +35,11 @@ const PANIC_ON_NON_ASCII_NAME: Sabotage = Sabotage {
     panic_on_non_ascii_name: true,
 };
 
-/// A raw connection: lines in, lines out.
-struct Conn {
-    stream: TcpStream,
-    /// Received and not yet expected.
-    pending: Vec<u8>,
-    name: &'static str,
-}
-
+/// `expect_silence` with this file's quiet time.
 impl Conn {
-    /// Connects and reads the `WELCOME`.
-    async fn connect(addr: SocketAddr, name: &'static str) -> Conn {
-        let stream = tokio::time::timeout(PATIENCE, TcpStream::connect(addr))
-            .await
-            .expect("connect timed out")
-            .unwrap();
-        let mut conn = Conn {
-            stream,
-            pending: Vec::new(),
-            name,
-        };
-        conn.expect(WELCOME).await;
-        conn
-    }
-
-    /// Connects and logs in as `name`.
-    async fn login(addr: SocketAddr, name: &'static str) -> Conn {
-        let mut conn = Conn::connect(addr, name).await;
-        conn.send(&format!(r#"LOGIN {{"username":"{name}"}}"#))
-            .await;
-        conn.expect(LOGIN_OK).await;
-        conn
-    }
-
-    /// Sends a line ending in `\n`.
-    async fn send(&mut self, line: &str) {
-        tokio::time::timeout(
-            PATIENCE,
-            self.stream.write_all(format!("{line}\n").as_bytes()),
-        )
-        .await
-        .expect("write timed out")
-        .unwrap();
-    }
-
-    /// The next line, without its `\n`; `None` at EOF (or a reset).
-    async fn next_line(&mut self) -> Option<String> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.pending.drain(..=i).collect();
-                return Some(String::from_utf8_lossy(&line[..i]).into_owned());
-            }
-            let mut buf = [0u8; 4096];
-            match tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await {
-                Err(_) => panic!("{}: no line within {PATIENCE:?}", self.name),
-                Ok(Ok(0) | Err(_)) => {
-                    assert!(
-                        self.pending.is_empty(),
-                        "{}: closed after an unterminated {:?}",
-                        self.name,
-                        String::from_utf8_lossy(&self.pending)
-                    );
-                    return None;
-                }
-                Ok(Ok(n)) => self.pending.extend_from_slice(&buf[..n]),
-            }
-        }
-    }
-
-    /// The next line is exactly `expected`.
-    async fn expect(&mut self, expected: &str) {
-        let line = self.next_line().await;
-        assert_eq!(line.as_deref(), Some(expected), "{}", self.name);
-    }
-
-    /// The server closes the connection without sending anything more.
-    async fn expect_close(&mut self) {
-        if let Some(line) = self.next_line().await {
-            panic!("{}: expected the close, received {line:?}", self.name);
-        }
-    }
-
     /// Nothing arrives for a while, and the connection stays open.
     async fn expect_silence(&mut self) {
-        assert!(self.pending.is_empty(), "{}: a line is waiting", self.name);
-        let mut buf = [0u8; 1024];
-        if let Ok(read) = tokio::time::timeout(QUIET, self.stream.read(&mut buf)).await {
-            panic!(
-                "{}: expected silence, got {:?}",
-                self.name,
-                read.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
-            );
-        }
+        self.expect_silence_for(QUIET).await;
     }
 }
 
@@ -142,7 +52,7 @@ async fn check_non_ascii_name_is_dropped(addr: SocketAddr) {
         r#"LOGIN {"username":"\u00e9mile"}"#,
         r#"LOGIN {"username":"名前"}"#,
     ] {
-        let mut eve = Conn::connect(addr, "eve").await;
+        let mut eve = Conn::connect_as(addr, "eve").await;
         eve.send(login).await;
         eve.expect_close().await;
     }
@@ -154,7 +64,7 @@ async fn check_non_ascii_name_is_dropped(addr: SocketAddr) {
     let _alice = Conn::login(addr, "alice").await;
     bob.expect(r#"JOINED {"username":"alice"}"#).await;
     // ASCII names are checked as usual.
-    let mut carol = Conn::connect(addr, "carol").await;
+    let mut carol = Conn::connect_as(addr, "carol").await;
     carol.send(r#"LOGIN {"username":"a b"}"#).await;
     carol.expect(INVALID_NAME).await;
     bob.send("LIST_USERS_REQ").await;
@@ -194,7 +104,7 @@ async fn a_logged_in_client_panics_too() {
 #[tokio::test]
 async fn without_sabotage_a_non_ascii_name_is_refused() {
     let server = server::spawn(config(Sabotage::NONE)).await.unwrap();
-    let mut eve = Conn::connect(server.addr(), "eve").await;
+    let mut eve = Conn::connect_as(server.addr(), "eve").await;
     eve.send(r#"LOGIN {"username":"émile"}"#).await;
     eve.expect(INVALID_NAME).await;
     eve.send(r#"LOGIN {"username":"emile"}"#).await;

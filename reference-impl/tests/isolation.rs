@@ -20,7 +20,6 @@ use reference_impl::kv::rsa::BLOCK_LEN;
 use reference_impl::kv::rsa_stream::RsaStream;
 use reference_impl::kv::server::{self, RsaOptions, RunningServer, ServerConfig};
 use reference_impl::kv::store::Store;
-use reference_impl::tls::{self, ClientTrust};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -29,8 +28,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-/// How long any expected event may take.
-const PATIENCE: Duration = Duration::from_secs(5);
+mod common;
+use common::PATIENCE;
 
 /// A first-use password hash: any 32 bytes will do.
 const HASH: [u8; HASH_LEN] = [7; HASH_LEN];
@@ -66,10 +65,7 @@ struct Kv {
 
 impl Kv {
     async fn tls(config: ServerConfig) -> Self {
-        let cert = tls::self_signed(&[]).unwrap();
-        let server_tls = tls::server_config(vec![cert.cert_der.clone()], cert.key_der).unwrap();
-        let running = server::spawn(config, server_tls).await.unwrap();
-        let client_tls = tls::client_config(ClientTrust::Roots(vec![cert.cert_der])).unwrap();
+        let (running, client_tls) = common::spawn_tls_kv(config).await;
         Self {
             running,
             transport: Transport::Tls(client_tls),
@@ -582,102 +578,15 @@ async fn rsa_connections_cut_mid_message_leave_no_session() {
 // Chat: one misbehaving user among many
 
 mod chat {
-    use std::net::SocketAddr;
-
     use reference_impl::chat::codec::MAX_LINE;
     use reference_impl::chat::server::{self, RunningServer, ServerConfig};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpStream;
     use tokio::task::JoinSet;
 
     use super::PATIENCE;
+    use super::common::chat::Conn;
 
     /// Users in the chat test, the misbehaving one included.
     const USERS: usize = 20;
-
-    /// A raw chat connection: lines in, lines out.
-    struct Conn {
-        stream: TcpStream,
-        /// Received and not yet read as a line.
-        pending: Vec<u8>,
-        name: String,
-    }
-
-    impl Conn {
-        async fn open(addr: SocketAddr) -> Conn {
-            let stream = tokio::time::timeout(PATIENCE, TcpStream::connect(addr))
-                .await
-                .expect("connect timed out")
-                .unwrap();
-            stream.set_nodelay(true).unwrap();
-            let mut conn = Conn {
-                stream,
-                pending: Vec::new(),
-                name: String::new(),
-            };
-            conn.expect(r#"WELCOME {"msg":"Welcome to the server 1.5"}"#)
-                .await;
-            conn
-        }
-
-        async fn login(addr: SocketAddr, name: &str) -> Conn {
-            let mut conn = Conn::open(addr).await;
-            conn.name = name.to_owned();
-            conn.send(&format!(r#"LOGIN {{"username":"{name}"}}"#))
-                .await;
-            conn.expect(r#"LOGIN_RESP {"status":"OK"}"#).await;
-            conn
-        }
-
-        async fn send_raw(&mut self, bytes: &[u8]) {
-            tokio::time::timeout(PATIENCE, self.stream.write_all(bytes))
-                .await
-                .expect("write timed out")
-                .unwrap();
-        }
-
-        async fn send(&mut self, line: &str) {
-            self.send_raw(format!("{line}\n").as_bytes()).await;
-        }
-
-        /// The next line without its `\n`; `None` if the server closed.
-        async fn next_line(&mut self) -> Option<String> {
-            loop {
-                if let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = self.pending.drain(..=i).collect();
-                    return Some(String::from_utf8_lossy(&line[..i]).into_owned());
-                }
-                let mut buf = [0u8; 4096];
-                match tokio::time::timeout(PATIENCE, self.stream.read(&mut buf)).await {
-                    Err(_) => panic!(
-                        "{}: no line in time; received so far {:?}",
-                        self.name,
-                        String::from_utf8_lossy(&self.pending)
-                    ),
-                    Ok(Ok(0)) | Ok(Err(_)) => {
-                        assert!(
-                            self.pending.is_empty(),
-                            "{}: closed after an unterminated {:?}",
-                            self.name,
-                            String::from_utf8_lossy(&self.pending)
-                        );
-                        return None;
-                    }
-                    Ok(Ok(n)) => self.pending.extend_from_slice(&buf[..n]),
-                }
-            }
-        }
-
-        async fn expect(&mut self, expected: &str) {
-            let line = self.next_line().await;
-            assert_eq!(line.as_deref(), Some(expected), "{}", self.name);
-        }
-
-        async fn expect_close(&mut self) {
-            let line = self.next_line().await;
-            assert_eq!(line, None, "{}: expected the close", self.name);
-        }
-    }
 
     fn name(user: usize) -> String {
         format!("user{user:02}")

@@ -19,8 +19,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-/// How long any expected event may take.
-const PATIENCE: Duration = Duration::from_secs(5);
+mod common;
+use common::PATIENCE;
 
 /// Password hashes for first-use accounts: any 32 bytes will do, no PBKDF2 needed.
 const ALICE: [u8; HASH_LEN] = [1; HASH_LEN];
@@ -47,10 +47,7 @@ struct TestServer {
 
 impl TestServer {
     async fn start(config: ServerConfig) -> Self {
-        let cert = tls::self_signed(&[]).unwrap();
-        let server_tls = tls::server_config(vec![cert.cert_der.clone()], cert.key_der).unwrap();
-        let running = server::spawn(config, server_tls).await.unwrap();
-        let client_tls = tls::client_config(ClientTrust::Roots(vec![cert.cert_der])).unwrap();
+        let (running, client_tls) = common::spawn_tls_kv(config).await;
         Self {
             running,
             client_tls,

@@ -21,8 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// How long any expected event may take.
-const PATIENCE: Duration = Duration::from_secs(5);
+mod common;
+use common::PATIENCE;
+
 /// The server's quiet time in these tests.
 const QUIET: Duration = Duration::from_millis(30);
 /// A pause well over the quiet time, as the course's client makes between writes.
@@ -59,12 +60,9 @@ struct Conn {
 
 impl Conn {
     async fn open(addr: SocketAddr) -> Conn {
-        let stream = tokio::time::timeout(PATIENCE, TcpStream::connect(addr))
-            .await
-            .expect("connect timed out")
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        Conn { stream }
+        Conn {
+            stream: common::tcp_connect(addr).await,
+        }
     }
 
     /// Opens a connection, sends the name `Client1` and checks the UUID.

@@ -84,6 +84,16 @@ fn parse_salt(s: &str) -> Result<Salt, String> {
     }
 }
 
+/// The end of both key-value servers' help: the users file, logs, stopping.
+macro_rules! kv_server_footer {
+    () => {
+        "A users file holds one `id:password` per line, split at the first `:`, nothing \
+         trimmed; blank lines and lines starting with `#` are ignored.\n\
+         Logs go to stderr; set RUST_LOG=debug to see every connection. Ctrl-C stops the \
+         server after the requests in progress."
+    };
+}
+
 /// Run the reference key-value server over TLS.
 #[derive(Debug, Args)]
 #[command(
@@ -91,14 +101,13 @@ fn parse_salt(s: &str) -> Result<Salt, String> {
         Clients log in with CONNECT <id> and the PBKDF2 hash of their password, then PUT, \
         GET and DELETE keys in their own session. Without --cert and --key the server makes \
         a fresh self-signed certificate at every start; --write-cert saves it for clients.",
-    after_help = "Examples:\n  \
+    after_help = concat!(
+        "Examples:\n  \
         reference kv-server --write-cert kv-cert.pem\n  \
         reference kv-client --ca kv-cert.pem --id alice --password secret put colour blue get colour\n\n  \
-        reference kv-server --listen 0.0.0.0:4000 --users users.txt --dialect course\n\n\
-        A users file holds one `id:password` per line, split at the first `:`, nothing \
-        trimmed; blank lines and lines starting with `#` are ignored.\n\
-        Logs go to stderr; set RUST_LOG=debug to see every connection. Ctrl-C stops the \
-        server after the requests in progress."
+        reference kv-server --listen 0.0.0.0:4000 --users users.txt --dialect course\n\n",
+        kv_server_footer!()
+    )
 )]
 struct KvServerArgs {
     /// Address and port to listen on.
@@ -142,14 +151,13 @@ struct KvServerArgs {
         its GET reply could not carry answers PUT: ERROR.\n\n\
         512-bit RSA and PKCS#1 v1.5 encryption are insecure (the keys can be factored, the \
         padding is open to oracle attacks): use this only to test course implementations.",
-    after_help = "Examples:\n  \
+    after_help = concat!(
+        "Examples:\n  \
         reference kv-rsa-server\n  \
         reference kv-rsa-client --id alice --password secret put colour blue get colour\n\n  \
-        reference kv-rsa-server --listen 0.0.0.0:4000 --users users.txt --dialect course\n\n\
-        A users file holds one `id:password` per line, split at the first `:`, nothing \
-        trimmed; blank lines and lines starting with `#` are ignored.\n\
-        Logs go to stderr; set RUST_LOG=debug to see every connection. Ctrl-C stops the \
-        server after the requests in progress."
+        reference kv-rsa-server --listen 0.0.0.0:4000 --users users.txt --dialect course\n\n",
+        kv_server_footer!()
+    )
 )]
 struct KvRsaServerArgs {
     /// Address and port to listen on.

@@ -390,5 +390,13 @@ async fn the_command_line_client_and_server() {
     settings.set_prepend_module_to_snapshot(false);
     settings.add_filter(r"127\.0\.0\.1:\d+", "[addr]");
     settings.bind(|| insta::assert_snapshot!("kv_rsa_cli", runs.join("\n\n")));
+    let mut help = Vec::new();
+    for command in ["kv-rsa-server", "kv-rsa-client"] {
+        let (code, text) = reference(&[command, "--help"]).await;
+        help.push(format!(
+            "$ reference {command} --help\n{text}(exit {code:?})"
+        ));
+    }
+    settings.bind(|| insta::assert_snapshot!("kv_rsa_cli_help", help.join("\n\n")));
     let _ = server.kill().await;
 }

@@ -242,13 +242,10 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let (settings, store) = config.split();
-    let security = Security::Tls(TlsAcceptor::from(tls));
-    serve(
+    run_with(
         listener,
-        security,
-        Arc::new(settings),
-        Arc::new(store),
+        Security::Tls(TlsAcceptor::from(tls)),
+        config,
         shutdown,
     )
     .await
@@ -262,16 +259,18 @@ pub async fn run_rsa(
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    run_with(listener, Security::Rsa(rsa), config, shutdown).await
+}
+
+async fn run_with(
+    listener: TcpListener,
+    security: Security,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let (settings, store) = config.split();
-    let security = Security::Rsa(rsa);
-    serve(
-        listener,
-        security,
-        Arc::new(settings),
-        Arc::new(store),
-        shutdown,
-    )
-    .await
+    let (settings, store) = (Arc::new(settings), Arc::new(store));
+    serve(listener, security, settings, store, shutdown).await
 }
 
 async fn serve(

@@ -94,6 +94,16 @@ macro_rules! kv_server_footer {
     };
 }
 
+/// The end of both key-value clients' help: what they print, and their exit codes.
+macro_rules! kv_client_footer {
+    () => {
+        "Output: `PUT colour: OK`, `GET colour: blue (crc 2654390964 verified)`, \
+         `GET missing: not found`, `DELETE colour: OK`.\n\
+         Exit codes: 0 all commands succeeded; 1 login refused, an error reply, a CRC \
+         mismatch or a dropped connection; 2 usage or setup error."
+    };
+}
+
 /// Run the reference key-value server over TLS.
 #[derive(Debug, Args)]
 #[command(
@@ -239,15 +249,14 @@ struct KvStoreArgs {
         delete KEY), or, if there are none, from standard input, one per line: \
         `put KEY VALUE` (the value is the rest of the line), `get KEY`, `delete KEY`, \
         `quit`. Every GET's CRC is verified.",
-    after_help = "Examples:\n  \
+    after_help = concat!(
+        "Examples:\n  \
         reference kv-client --ca kv-cert.pem --id alice --password secret \\\n      \
         put colour blue get colour delete colour\n  \
         printf 'put note hello world\\nget note\\n' | \\\n      \
-        reference kv-client --insecure --target 10.0.0.5:4000 --id bob --password pw\n\n\
-        Output: `PUT colour: OK`, `GET colour: blue (crc 2654390964 verified)`, \
-        `GET missing: not found`, `DELETE colour: OK`.\n\
-        Exit codes: 0 all commands succeeded; 1 login refused, an error reply, a CRC \
-        mismatch or a dropped connection; 2 usage or setup error."
+        reference kv-client --insecure --target 10.0.0.5:4000 --id bob --password pw\n\n",
+        kv_client_footer!()
+    )
 )]
 struct KvClientArgs {
     #[command(flatten)]
@@ -282,14 +291,13 @@ struct KvClientArgs {
         bytes): a longer one is refused here, before it is sent.\n\n\
         512-bit RSA and PKCS#1 v1.5 encryption are insecure: use this only to test course \
         implementations.",
-    after_help = "Examples:\n  \
+    after_help = concat!(
+        "Examples:\n  \
         reference kv-rsa-client --id alice --password secret put colour blue get colour\n  \
         printf 'put note hello world\\nget note\\n' | \\\n      \
-        reference kv-rsa-client --target 10.0.0.5:4000 --id bob --password pw\n\n\
-        Output: `PUT colour: OK`, `GET colour: blue (crc 2654390964 verified)`, \
-        `GET missing: not found`, `DELETE colour: OK`.\n\
-        Exit codes: 0 all commands succeeded; 1 login refused, an error reply, a CRC \
-        mismatch or a dropped connection; 2 usage or setup error."
+        reference kv-rsa-client --target 10.0.0.5:4000 --id bob --password pw\n\n",
+        kv_client_footer!()
+    )
 )]
 struct KvRsaClientArgs {
     #[command(flatten)]

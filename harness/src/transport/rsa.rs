@@ -91,11 +91,7 @@ impl Cipher {
 
     /// One message as the block that carries it: encrypted with the server's key.
     pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
-        if plaintext.len() > MAX_PLAINTEXT {
-            return Err(SealError::TooLong {
-                len: plaintext.len(),
-            });
-        }
+        // `encrypt` refuses more than one block holds.
         kv_rsa::encrypt(&self.peer, plaintext).map_err(|e| match e {
             RsaError::PlaintextTooLong { len } => SealError::TooLong { len },
             other => SealError::Encrypt(other.to_string()),

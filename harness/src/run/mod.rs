@@ -382,20 +382,26 @@ pub async fn run(
         total,
         jobs: opts.jobs,
     })?;
-    let mut results = Vec::with_capacity(total);
-    for suite in suites {
+    // Suites against built-in servers (one each) share one pool of jobs and run at once, so
+    // the run takes about as long as its longest scenario, not the sum of its suites'. Against
+    // one --target they run one after another: a `serial` scenario must be alone on its
+    // server. One job at a time keeps file order, for a reproducible report.
+    let together = opts.jobs > 1 && opts.target.is_none();
+    let pool = Arc::new(Semaphore::new(opts.jobs.max(1)));
+    let mut per_suite: Vec<Vec<ScenarioResult>> = vec![Vec::new(); suites.len()];
+    let mut batch = Batch::new(pool.clone(), opts);
+    for (index, &suite) in suites.iter().enumerate() {
         let protocol = suite_protocol(suite)?;
         if suite.config.role == Role::Server {
-            results.extend(serve_suite(suite, protocol, opts, reporter).await?);
+            per_suite[index] = serve_suite(suite, protocol, opts, reporter).await?;
             continue;
         }
         let (settings, reference) = prepare(suite, protocol, opts).await?;
         if let Some(exec) = &opts.exec {
             let scenarios = profiled(suite, opts.profile.as_ref());
-            results.extend(
+            per_suite[index] =
                 managed::run_suite(suite, &scenarios, settings, protocol, exec, opts, reporter)
-                    .await?,
-            );
+                    .await?;
             continue;
         }
         reporter.report(&Event::SuiteStarted {
@@ -405,20 +411,27 @@ pub async fn run(
                 None => settings.addr.clone(),
             },
         })?;
-        let suite_results = run_suite(
-            suite,
+        let job = SuiteJob {
+            index,
+            scenarios: profiled(suite, opts.profile.as_ref()),
+            serial: suite.config.serial,
             settings,
-            opts.jobs,
-            opts.profile.as_ref(),
-            opts.repeat,
-            reporter,
-        )
-        .await;
-        if let Some(r) = reference {
-            r.stop().await;
+            own_servers: reference.is_some().then(|| OwnServers {
+                suite: Arc::new(suite.clone()),
+                protocol,
+                opts: Arc::new(opts.clone()),
+            }),
+            reference,
+        };
+        batch.start(job);
+        if !together {
+            let done = std::mem::replace(&mut batch, Batch::new(pool.clone(), opts));
+            done.finish(&mut per_suite, reporter).await?;
         }
-        results.extend(suite_results?);
     }
+    // Suites that play the server ran above while these ran on.
+    batch.finish(&mut per_suite, reporter).await?;
+    let results: Vec<ScenarioResult> = per_suite.into_iter().flatten().collect();
     let summary = Summary::of(&results, started.elapsed());
     reporter.report(&Event::RunFinished {
         results: &results,
@@ -788,58 +801,172 @@ fn host_of(addr: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
-/// Runs one suite's scenarios: the parallel ones up to `jobs` at a time, then the serial ones.
-async fn run_suite(
-    suite: &Suite,
+/// One suite ready to run: its target is up and its settings are final.
+struct SuiteJob {
+    /// Where its results go in the report.
+    index: usize,
+    scenarios: Vec<Scenario>,
+    /// `serial: true` in `suite.yaml`: one scenario at a time.
+    serial: bool,
     settings: ExecSettings,
-    jobs: usize,
-    profile: Option<&Profile>,
-    repeat: u32,
-    reporter: &mut dyn Reporter,
-) -> Result<Vec<ScenarioResult>, SetupError> {
-    let settings = Arc::new(settings);
-    let applied: Vec<Scenario>;
-    let scenarios: &[Scenario] = match profile {
-        Some(p) if !p.skip.is_empty() || !p.xfail.is_empty() => {
-            applied = suite.scenarios.iter().map(|s| p.apply(s)).collect();
-            &applied
+    /// The built-in server started for it, stopped when the suite is done.
+    reference: Option<ReferenceServer>,
+    /// With a built-in server: how to start another one.
+    own_servers: Option<OwnServers>,
+}
+
+/// What it takes to start a built-in server of a suite's own. A scenario that needs its
+/// server to itself (`serial`, or a `lock` such as the chat server's one game) gets a fresh
+/// one and runs beside the others instead of waiting for them; against a target it waits.
+#[derive(Clone)]
+struct OwnServers {
+    suite: Arc<Suite>,
+    protocol: &'static Protocol,
+    opts: Arc<RunOptions>,
+}
+
+impl OwnServers {
+    async fn run(&self, scenario: &Scenario, repeat: u32) -> Result<ScenarioResult, SetupError> {
+        let (settings, server) = prepare(&self.suite, self.protocol, &self.opts).await?;
+        let result = repeated(repeat, || run_scenario(scenario, &settings, next_uniq())).await;
+        if let Some(server) = server {
+            server.stop().await;
         }
-        _ => &suite.scenarios,
-    };
-    let jobs = if suite.config.serial { 1 } else { jobs.max(1) };
+        Ok(result)
+    }
+}
+
+/// Suites running at once over one pool of jobs. Each starts as soon as it is ready; their
+/// results wait in a channel until `finish` reports them.
+struct Batch {
+    pool: Arc<Semaphore>,
+    jobs: usize,
+    repeat: u32,
+    finished: tokio::sync::mpsc::UnboundedSender<ScenarioResult>,
+    reports: tokio::sync::mpsc::UnboundedReceiver<ScenarioResult>,
+    suites: JoinSet<(usize, Result<Vec<ScenarioResult>, SetupError>)>,
+}
+
+impl Batch {
+    fn new(pool: Arc<Semaphore>, opts: &RunOptions) -> Self {
+        let (finished, reports) = tokio::sync::mpsc::unbounded_channel();
+        Self {
+            pool,
+            jobs: opts.jobs,
+            repeat: opts.repeat,
+            finished,
+            reports,
+            suites: JoinSet::new(),
+        }
+    }
+
+    fn start(&mut self, job: SuiteJob) {
+        let (pool, jobs, repeat) = (self.pool.clone(), self.jobs, self.repeat);
+        let finished = self.finished.clone();
+        self.suites.spawn(async move {
+            let mut job = job;
+            let index = job.index;
+            let reference = job.reference.take();
+            let results = run_suite(job, &pool, jobs, repeat, &finished).await;
+            if let Some(r) = reference {
+                r.stop().await;
+            }
+            (index, results)
+        });
+    }
+
+    /// Reports each scenario as it finishes and puts each suite's results, in file order, at
+    /// its index.
+    async fn finish(
+        mut self,
+        per_suite: &mut [Vec<ScenarioResult>],
+        reporter: &mut dyn Reporter,
+    ) -> Result<(), SetupError> {
+        // The suites hold the only senders left: the channel closes when the last is done.
+        drop(self.finished);
+        while let Some(result) = self.reports.recv().await {
+            if let Err(e) = reporter.report(&Event::ScenarioFinished(&result)) {
+                self.suites.shutdown().await;
+                return Err(e.into());
+            }
+        }
+        while let Some(joined) = self.suites.join_next().await {
+            let (index, results) =
+                joined.map_err(|e| SetupError::Internal(format!("a suite task stopped: {e}")))?;
+            per_suite[index] = results?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs one suite's scenarios: the parallel ones as jobs of the pool come free, then the
+/// serial ones, one at a time. Each result is sent to `finished` as it comes.
+async fn run_suite(
+    job: SuiteJob,
+    pool: &Arc<Semaphore>,
+    jobs: usize,
+    repeat: u32,
+    finished: &tokio::sync::mpsc::UnboundedSender<ScenarioResult>,
+) -> Result<Vec<ScenarioResult>, SetupError> {
+    let SuiteJob {
+        scenarios,
+        serial: serial_suite,
+        settings,
+        own_servers,
+        ..
+    } = job;
+    let scenarios = &scenarios[..];
+    let settings = Arc::new(settings);
+    let one_job = jobs <= 1;
+    // Needs its server to itself: a server of its own, or to run alone.
+    let alone = |s: &Scenario| serial_suite || s.serial;
     let (parallel, serial): (Vec<_>, Vec<_>) = scenarios
         .iter()
         .enumerate()
-        // One job at a time runs in file order, so its report is reproducible.
-        .partition(|(_, s)| !s.serial && jobs > 1);
+        .partition(|(_, s)| !one_job && (own_servers.is_some() || !alone(s)));
     let mut slots: Vec<Option<ScenarioResult>> = vec![None; scenarios.len()];
 
-    let semaphore = Arc::new(Semaphore::new(jobs));
     let mut locks: BTreeMap<&str, Arc<tokio::sync::Mutex<()>>> = BTreeMap::new();
     let mut set = JoinSet::new();
     for (index, scenario) in parallel {
-        let lock = scenario
-            .lock
-            .as_deref()
-            .map(|name| locks.entry(name).or_default().clone());
+        let own = own_servers
+            .clone()
+            .filter(|_| alone(scenario) || scenario.lock.is_some());
+        let lock = match own {
+            Some(_) => None,
+            None => scenario
+                .lock
+                .as_deref()
+                .map(|name| locks.entry(name).or_default().clone()),
+        };
         let scenario = scenario.clone();
         let settings = settings.clone();
-        let semaphore = semaphore.clone();
+        let pool = pool.clone();
         set.spawn(async move {
-            // The lock first: a scenario waiting for its lock does not hold a job slot.
+            // The lock first: a scenario waiting for its lock does not hold a job.
             let _lock = match &lock {
                 Some(lock) => Some(lock.lock().await),
                 None => None,
             };
-            let _permit = semaphore.acquire_owned().await;
-            let result = repeated(repeat, || run_scenario(&scenario, &settings, next_uniq())).await;
-            (index, result)
+            let _job = pool.acquire_owned().await;
+            let result = match own {
+                Some(own) => own.run(&scenario, repeat).await?,
+                None => repeated(repeat, || run_scenario(&scenario, &settings, next_uniq())).await,
+            };
+            Ok::<_, SetupError>((index, result))
         });
     }
-    collect(&mut set, &mut slots, reporter).await?;
+    while let Some(joined) = set.join_next().await {
+        let (index, result) =
+            joined.map_err(|e| SetupError::Internal(format!("a scenario task stopped: {e}")))??;
+        // A closed channel means the run is being abandoned: nothing left to report to.
+        let _ = finished.send(result.clone());
+        slots[index] = Some(result);
+    }
     for (index, scenario) in serial {
+        let _job = pool.acquire().await;
         let result = repeated(repeat, || run_scenario(scenario, &settings, next_uniq())).await;
-        reporter.report(&Event::ScenarioFinished(&result))?;
+        let _ = finished.send(result.clone());
         slots[index] = Some(result);
     }
     Ok(slots.into_iter().flatten().collect())

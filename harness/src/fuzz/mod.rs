@@ -42,6 +42,7 @@ use crate::protocol::{self, Protocol};
 use crate::run::{ExecSettings, Outcome, ScenarioResult, next_uniq, run_scenario};
 use crate::scenario::model::{Scenario, SuiteConfig};
 use crate::scenario::{parse_scenario, parse_suite_config};
+use crate::target::process::EXIT_GRACE;
 use target::Target;
 
 /// Everything `harness fuzz` takes from the command line.
@@ -338,8 +339,6 @@ pub async fn fuzz(
 
 /// How often a run reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-/// How long a failed trial waits to see whether a started target is exiting.
-const EXIT_GRACE: Duration = Duration::from_millis(500);
 /// Replays of a shrunk finding that must fail again before it is reported.
 const CONFIRMATIONS: usize = 2;
 
@@ -524,11 +523,7 @@ impl Fuzzer<'_> {
             message = message.replace(&result.uniq, "{{uniq}}");
         }
         // A dying server shows as connections that close; only then is its exit awaited.
-        let gone = failure.is_some_and(|f| {
-            ["closed", "refused", "reset", "cannot connect"]
-                .iter()
-                .any(|w| f.message.contains(w))
-        });
+        let gone = failure.is_some_and(|f| f.gone);
         let grace = if gone {
             EXIT_GRACE.mul_f64(self.opts.time_scale)
         } else {

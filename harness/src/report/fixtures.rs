@@ -212,6 +212,7 @@ pub(crate) fn results() -> Vec<ScenarioResult> {
                         help: Some(
                             "a key that was never stored has no value: answer `GET: ERROR`".into(),
                         ),
+                        gone: false,
                     });
                 }
                 "kv/put/large-value" => {
@@ -229,6 +230,7 @@ pub(crate) fn results() -> Vec<ScenarioResult> {
                         expected: Some(r#""CONNECT: OK\n""#.into()),
                         actual: Some(r#""CONNECT: ERROR\n""#.into()),
                         help: None,
+                        gone: false,
                     });
                 }
                 "kv/put/new" => {

@@ -94,6 +94,11 @@ impl StepError {
         self.failure.span = Some(span);
         self
     }
+    /// The target closed, reset or refused the connection.
+    fn gone(mut self) -> Self {
+        self.failure.gone = true;
+        self
+    }
 }
 
 /// Where a scenario's connections come from.
@@ -723,6 +728,9 @@ impl<'a> Exec<'a> {
                 );
                 let mut err = StepError::new(Outcome::Error, e.to_string())
                     .label(format!("connection `{name}` could not be opened"));
+                if e.target_gone() {
+                    err = err.gone();
+                }
                 if let Some(help) = e.help() {
                     err = err.help(help);
                 }
@@ -1937,7 +1945,8 @@ impl<'a> Exec<'a> {
                         return Err(StepError::failed(format!(
                         "expected silence on `{name}`, but the target closed the connection ({how})"
                     ))
-                    .label("connection closed"));
+                    .label("connection closed")
+                    .gone());
                     }
                 }
             }
@@ -2074,13 +2083,16 @@ fn partial_help(p: &Partial) -> String {
 }
 
 fn closed_error(name: &str, how: &CloseKind, wanted: &str) -> StepError {
-    let message = match how {
-        CloseKind::Tls(reason) => {
-            format!("TLS error on `{name}` before the expected message: {reason}")
-        }
-        how => format!("the target closed `{name}` ({how}) before the expected message"),
+    let error = match how {
+        CloseKind::Tls(reason) => StepError::failed(format!(
+            "TLS error on `{name}` before the expected message: {reason}"
+        )),
+        how => StepError::failed(format!(
+            "the target closed `{name}` ({how}) before the expected message"
+        ))
+        .gone(),
     };
-    StepError::failed(message).label(format!("expected {wanted}"))
+    error.label(format!("expected {wanted}"))
 }
 
 /// The transcript entry for the end of what can be read on a connection.

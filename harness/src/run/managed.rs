@@ -20,6 +20,7 @@ use crate::protocol::Protocol;
 use crate::report::{Event, Reporter};
 use crate::scenario::model::{Scenario, Suite};
 use crate::target::output::OutputWatch;
+use crate::target::process::EXIT_GRACE;
 use crate::target::server::{self, LOG_SHOWN, ManagedServer, Probe, ServerSpec};
 use crate::transport::Transport;
 
@@ -28,8 +29,6 @@ pub const TARGET: &str = "target";
 /// Restarts of a per-suite target after crashes or hangs, before the rest of the suite is
 /// given up as not started.
 pub const MAX_RESTARTS: u32 = 20;
-/// How long a scenario that did not pass waits to see whether the target is exiting.
-const EXIT_GRACE: Duration = Duration::from_millis(200);
 /// Lines of the target's output added to the transcript of a scenario that did not pass.
 const LOG_IN_TRANSCRIPT: usize = 40;
 
@@ -363,9 +362,11 @@ async fn look_again(
     if !result.outcome.is_problem() || result.outcome == Outcome::UnexpectedPass {
         return false;
     }
-    // A target that just closed every connection may be exiting: give the exit a moment
-    // to be seen before calling it alive.
-    let exit = ran.watch.clone().exit_by(Instant::now() + EXIT_GRACE).await;
+    // A target that just closed a connection may be exiting: give the exit a moment to be
+    // seen before calling it alive.
+    let gone = result.failure.as_ref().is_some_and(|f| f.gone);
+    let grace = if gone { EXIT_GRACE } else { Duration::ZERO };
+    let exit = ran.watch.clone().exit_by(Instant::now() + grace).await;
     let verdict = if let Some(exit) = exit {
         Some((
             Outcome::Crashed,

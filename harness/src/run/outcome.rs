@@ -82,6 +82,9 @@ pub struct Failure {
     /// The message that arrived instead, rendered.
     pub actual: Option<String>,
     pub help: Option<String>,
+    /// The target closed, reset or refused a connection: what a server that died looks like
+    /// from outside (`harness fuzz` then checks whether its process ended).
+    pub gone: bool,
 }
 
 /// Everything about one finished scenario.

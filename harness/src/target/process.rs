@@ -13,6 +13,10 @@ use super::output::{self, Exit, OutputSink, OutputWatch};
 
 /// How long a stopped program gets between TERM and KILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long a scenario that failed because the target closed, reset or refused a connection
+/// waits to see whether the target's process is exiting (a dying server closes its
+/// connections a moment before its exit can be seen). Other failures look only once.
+pub const EXIT_GRACE: Duration = Duration::from_millis(500);
 /// How long the streams may stay open after the program exited (a child of it may hold
 /// them) before they are given up.
 const STREAM_LINGER: Duration = Duration::from_millis(500);

@@ -89,6 +89,8 @@ pub enum ConnectError {
         addr: String,
         reason: String,
         help: Option<&'static str>,
+        /// The target closed or reset the connection during the handshake.
+        closed: bool,
     },
     #[error("TLS handshake with {addr} did not finish within {}: {}", humantime::format_duration(*.after), handshake_stalled(*.received))]
     HandshakeTimeout {
@@ -145,6 +147,20 @@ const KEY_HELP: &str = "on connect the client sends its public key as a PKCS#1 P
      in the same form (specs/kv-rsa.md); check that the target speaks kv-rsa on this port";
 
 impl ConnectError {
+    /// The target refused, closed or reset the connection (rather than answering wrongly or
+    /// not at all): what a server that died looks like.
+    pub fn target_gone(&self) -> bool {
+        match self {
+            ConnectError::Refused { .. }
+            | ConnectError::Io { .. }
+            | ConnectError::KeyClosed { .. }
+            | ConnectError::KeyCut { .. }
+            | ConnectError::KeyIo { .. } => true,
+            ConnectError::Handshake { closed, .. } => *closed,
+            _ => false,
+        }
+    }
+
     /// Advice for the person reading the report, where there is some.
     pub fn help(&self) -> Option<&'static str> {
         match self {
@@ -388,5 +404,6 @@ fn handshake_error(addr: &str, e: &io::Error) -> ConnectError {
         addr: addr.to_owned(),
         reason,
         help,
+        closed: inner.is_none(),
     }
 }

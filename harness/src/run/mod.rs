@@ -187,14 +187,35 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ScenarioResult>,
 {
-    let first = run().await;
-    if times <= 1 || first.outcome == Outcome::Skipped {
-        return first;
+    let ran = try_repeated(times, || {
+        let once = run();
+        async move { Ok::<_, std::convert::Infallible>(once.await) }
+    });
+    match ran.await {
+        Ok(result) => result,
     }
-    let mut results = vec![first];
-    for _ in 1..times {
-        results.push(run().await);
+}
+
+/// As [`repeated`], for runs that can fail to start: the first such error ends the runs.
+async fn try_repeated<F, Fut, E>(times: u32, mut run: F) -> Result<ScenarioResult, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<ScenarioResult, E>>,
+{
+    let mut results = Vec::new();
+    for _ in 0..times.max(1) {
+        let result = run().await?;
+        let skipped = result.outcome == Outcome::Skipped;
+        results.push(result);
+        if skipped {
+            break;
+        }
     }
+    Ok(combine(results))
+}
+
+/// The result of several runs of one scenario (at least one): see [`repeated`].
+fn combine(mut results: Vec<ScenarioResult>) -> ScenarioResult {
     let passed = results.iter().any(|r| !r.outcome.is_problem());
     let failing = results.iter().position(|r| r.outcome.is_problem());
     match failing {
@@ -826,13 +847,18 @@ struct OwnServers {
 }
 
 impl OwnServers {
+    /// Runs `scenario` `repeat` times, each time on a fresh server: a repetition must not
+    /// meet what the one before left behind (a user still leaving, say).
     async fn run(&self, scenario: &Scenario, repeat: u32) -> Result<ScenarioResult, SetupError> {
-        let (settings, server) = prepare(&self.suite, self.protocol, &self.opts).await?;
-        let result = repeated(repeat, || run_scenario(scenario, &settings, next_uniq())).await;
-        if let Some(server) = server {
-            server.stop().await;
-        }
-        Ok(result)
+        try_repeated(repeat, || async {
+            let (settings, server) = prepare(&self.suite, self.protocol, &self.opts).await?;
+            let result = run_scenario(scenario, &settings, next_uniq()).await;
+            if let Some(server) = server {
+                server.stop().await;
+            }
+            Ok(result)
+        })
+        .await
     }
 }
 

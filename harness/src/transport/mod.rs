@@ -396,7 +396,9 @@ fn handshake_error(addr: &str, e: &io::Error) -> ConnectError {
         Some(other) => (other.to_string(), None),
         None if e.kind() == io::ErrorKind::UnexpectedEof => (
             "the target closed the connection during the handshake".to_owned(),
-            Some("check that the target serves TLS on this port"),
+            Some(
+                "check that the target serves TLS on this port; a server at its connection limit also closes new connections at once",
+            ),
         ),
         None => (e.to_string(), None),
     };

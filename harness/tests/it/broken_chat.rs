@@ -73,7 +73,7 @@ const CASES: &[Case] = &[
             "level1/broadcast-not-to-sender.yaml",
             "level1/broadcast.yaml",
         ],
-        caught: &[("chat/level1/broadcast-not-to-sender", Failed, 20)],
+        caught: &[("chat/level1/broadcast-not-to-sender", Failed, 23)],
     },
     Case {
         fault: Fault::BroadcastWithoutResp,

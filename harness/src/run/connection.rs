@@ -1,8 +1,9 @@
 //! One named connection of a scenario: a writer the runner drives, and a reader task that
 //! frames what the target sends into a bounded queue of [`Incoming`] events.
 //!
-//! The queue is bounded, so a target that floods without end fills it and then waits on TCP
-//! flow control: the harness's memory stays bounded whatever the peer does.
+//! The queue is bounded in messages and in bytes, so a target that floods without end fills
+//! it and then waits on TCP flow control: the harness's memory stays bounded whatever the
+//! peer does, even when no step reads the connection for a while.
 //!
 //! A connection with a [`Cipher`] (`rsa` after its key exchange) reads 64-byte blocks,
 //! decrypts each and frames the plaintext as the protocol does; every message it writes
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -27,6 +28,9 @@ use crate::transport::rsa::{BlockReader, Cipher, SealError};
 /// chat suite, a client that hears every other scenario's broadcasts) must not fill it, or
 /// its reader stops and its PINGs go unanswered.
 const QUEUE: usize = 4096;
+/// Bytes of messages waiting in a connection's queue. Far above what a normal suite leaves
+/// unread, far below [`QUEUE`] messages at the receive limit (4 GiB at the default 1 MiB).
+const QUEUE_BYTES: usize = 4 << 20;
 /// Size of one read from the socket.
 const READ_BUF: usize = 16 * 1024;
 /// How many bytes of an unfinished message a report shows.
@@ -107,6 +111,9 @@ enum Queued {
     Answered(Answered),
 }
 
+/// A queued item and the share of [`QUEUE_BYTES`] it holds until it leaves the queue.
+type Budgeted = (Queued, Option<OwnedSemaphorePermit>);
+
 /// A background rule with a reply, ready for the reader task: every message it matches is
 /// answered the moment it arrives, whatever the steps are doing.
 #[derive(Debug, Clone)]
@@ -148,7 +155,7 @@ pub struct Connection {
     writer: SharedWriter,
     /// The keys of an encrypted (`rsa`) connection.
     cipher: Option<Arc<Cipher>>,
-    rx: mpsc::Receiver<Queued>,
+    rx: mpsc::Receiver<Budgeted>,
     partial: SharedPartial,
     reader: JoinHandle<()>,
     /// Set once the reader has reported the end of the stream.
@@ -184,6 +191,7 @@ impl Connection {
         let (reader, writer) = tokio::io::split(stream);
         let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(writer));
         let (tx, rx) = mpsc::channel(QUEUE);
+        let budget = Arc::new(Semaphore::new(QUEUE_BYTES));
         let partial = SharedPartial::default();
         let blocks = cipher.map(|mut c| {
             let leftover = std::mem::take(&mut c.leftover);
@@ -194,6 +202,7 @@ impl Connection {
             reader,
             Delivery {
                 tx,
+                budget,
                 writer: writer.clone(),
                 responders,
                 cipher: cipher.clone(),
@@ -242,7 +251,7 @@ impl Connection {
     /// Takes the answered messages still waiting in the queue, and those `recv` set aside;
     /// anything else queued is dropped. For the end of a scenario.
     pub fn drain_answered(&mut self) -> Vec<Answered> {
-        while let Ok(queued) = self.rx.try_recv() {
+        while let Ok((queued, _)) = self.rx.try_recv() {
             if let Queued::Answered(a) = queued {
                 self.answered.push(a);
             }
@@ -258,8 +267,8 @@ impl Connection {
         let next = async {
             loop {
                 match self.rx.recv().await {
-                    Some(Queued::Answered(a)) => self.answered.push(a),
-                    Some(Queued::Event(event)) => return Some(event),
+                    Some((Queued::Answered(a), _)) => self.answered.push(a),
+                    Some((Queued::Event(event), _)) => return Some(event),
                     None => return None,
                 }
             }
@@ -283,7 +292,7 @@ impl Connection {
             return None;
         }
         loop {
-            match self.rx.try_recv().ok()? {
+            match self.rx.try_recv().ok()?.0 {
                 Queued::Answered(a) => self.answered.push(a),
                 Queued::Event(event) => {
                     self.note(&event);
@@ -339,7 +348,9 @@ impl Drop for Connection {
 
 /// Where the reader task puts what it reads.
 struct Delivery {
-    tx: mpsc::Sender<Queued>,
+    tx: mpsc::Sender<Budgeted>,
+    /// [`QUEUE_BYTES`], less the bytes of the messages in the queue.
+    budget: Arc<Semaphore>,
     writer: SharedWriter,
     responders: Arc<[Responder]>,
     /// Replies are sealed into a block on an encrypted connection.
@@ -352,7 +363,11 @@ impl Delivery {
     async fn message(&self, frame: Frame) -> bool {
         let at = Instant::now();
         let Some(responder) = self.responders.iter().find(|r| r.on.matches(&frame.data)) else {
-            return self.send(Incoming::Message(frame, at)).await;
+            // What the message holds in memory, its unused capacity too.
+            let bytes = frame.data.capacity();
+            return self
+                .queue(Queued::Event(Incoming::Message(frame, at)), bytes)
+                .await;
         };
         let reply = responder.reply.clone();
         let sealed = match &self.cipher {
@@ -374,19 +389,33 @@ impl Delivery {
                 }
             }
         };
-        self.tx
-            .send(Queued::Answered(Answered {
+        let bytes = frame.data.capacity() + reply.capacity();
+        self.queue(
+            Queued::Answered(Answered {
                 frame,
                 at,
                 reply,
                 written,
-            }))
-            .await
-            .is_ok()
+            }),
+            bytes,
+        )
+        .await
     }
 
+    /// Queues an event that holds no message (an end, a message cut to its head).
     async fn send(&self, event: Incoming) -> bool {
-        self.tx.send(Queued::Event(event)).await.is_ok()
+        self.tx.send((Queued::Event(event), None)).await.is_ok()
+    }
+
+    /// Queues an item of `bytes` bytes once the queue has room for them: meanwhile the reader
+    /// stops reading and the target waits on flow control. A message over the whole budget
+    /// waits for an empty queue.
+    async fn queue(&self, queued: Queued, bytes: usize) -> bool {
+        let share = u32::try_from(bytes.min(QUEUE_BYTES)).unwrap_or(u32::MAX);
+        let Ok(permit) = self.budget.clone().acquire_many_owned(share).await else {
+            return false;
+        };
+        self.tx.send((queued, Some(permit))).await.is_ok()
     }
 }
 

@@ -1,20 +1,16 @@
-//! The harness against targets that misbehave: silent, flooding, resetting, dripping, not
-//! speaking TLS or garbling it, answering on the wrong connection, or not there at all. Each case runs one small scenario and checks that the
-//! run ends (within a generous bound: a hang guard, not a speed test), without a panic, with
-//! the expected outcome and a message that says what happened.
+//! The harness against targets that misbehave (`hostile_servers`): silent, flooding,
+//! resetting, dripping, not speaking TLS or garbling it, answering on the wrong connection,
+//! or not there at all. Each case runs one small scenario and checks that the run ends
+//! (within a generous bound: a hang guard, not a speed test), without a panic, with the
+//! expected outcome and a message that says what happened.
 
-use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use harness::run::{Outcome, RunOptions, ScenarioResult};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, WriteHalf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
+use crate::hostile_servers::{self as servers, Target};
 use crate::support;
 
 /// Longest a run may take before the test calls it a hang.
@@ -27,71 +23,6 @@ const CASES: support::OneScenario<'static> = support::OneScenario {
     hang_guard: HANG_GUARD,
     static_checks: None,
 };
-/// Longest a hostile connection lives; the test aborts it earlier when it ends.
-const LIFETIME: Duration = Duration::from_secs(30);
-
-/// A hostile target listening on a loopback port. Dropping it stops the target and every
-/// connection it holds.
-struct Target {
-    addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Starts a target that runs `handler` on each accepted connection (a few at most).
-async fn serve<F, Fut>(handler: F) -> Target
-where
-    F: Fn(TcpStream) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        // Owned here, so aborting this task aborts every connection too.
-        let mut conns = JoinSet::new();
-        for _ in 0..8 {
-            let Ok((tcp, _)) = listener.accept().await else {
-                break;
-            };
-            conns.spawn(tokio::time::timeout(LIFETIME, handler(tcp)));
-        }
-        while conns.join_next().await.is_some() {}
-    });
-    Target { addr, task }
-}
-
-/// The server half of a TLS handshake with a fresh self-signed certificate.
-async fn tls(tcp: TcpStream) -> Option<TlsStream<TcpStream>> {
-    static ACCEPTOR: OnceLock<TlsAcceptor> = OnceLock::new();
-    let acceptor = ACCEPTOR.get_or_init(|| {
-        let cert = reference_impl::tls::self_signed(&["127.0.0.1".to_owned()]).unwrap();
-        let config = reference_impl::tls::server_config(vec![cert.cert_der], cert.key_der).unwrap();
-        TlsAcceptor::from(config)
-    });
-    acceptor.accept(tcp).await.ok()
-}
-
-/// Reads and discards up to a bounded amount, until the peer stops or an error.
-async fn drain<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) {
-    let mut buf = [0u8; 4096];
-    for _ in 0..1024 {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-    }
-}
-
-/// Reads one chunk (the harness's first message), so that a reply follows a request.
-async fn read_some<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) {
-    let mut buf = [0u8; 4096];
-    let _ = stream.read(&mut buf).await;
-}
 
 /// Options aimed at `target`, trusting any certificate.
 fn options(target: &Target) -> RunOptions {
@@ -161,11 +92,7 @@ async fn run_case(name: &str, suite: &str, steps: &str, opts: RunOptions) -> Ran
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepts_but_never_completes_the_handshake() {
-    let target = serve(|tcp| async move {
-        tokio::time::sleep(LIFETIME).await;
-        drop(tcp);
-    })
-    .await;
+    let target = servers::silent().await;
     let opts = RunOptions {
         connect_timeout: Duration::from_millis(300),
         ..options(&target)
@@ -181,12 +108,7 @@ async fn accepts_but_never_completes_the_handshake() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completes_tls_but_never_replies() {
-    let target = serve(|tcp| async move {
-        if let Some(mut tls) = tls(tcp).await {
-            drain(&mut tls).await;
-        }
-    })
-    .await;
+    let target = servers::never_replies().await;
     let steps = r#"
   - C -> S: GET colour
   - expect: { text: GET blue, within: 300ms }
@@ -201,47 +123,41 @@ async fn completes_tls_but_never_replies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_lines_without_end() {
-    let target = serve(|tcp| async move {
-        let Some(mut tls) = tls(tcp).await else {
-            return;
-        };
-        read_some(&mut tls).await;
-        let lines = "junk\n".repeat(1000);
-        // Up to about 500 MB, or until the harness goes away.
-        for _ in 0..100_000 {
-            if tls.write_all(lines.as_bytes()).await.is_err() {
-                return;
-            }
-        }
-    })
-    .await;
+    let target = servers::floods().await;
     let ran = run_case("flood", "", GET, options(&target)).await;
     ran.assert(Outcome::Failed, "unexpected reply");
     ran.snapshot("flood");
     assert_eq!(ran.actual(), "\"junk\"");
 }
 
-/// Sends a line of `len` bytes with no line end, then keeps the connection open.
-async fn endless_line(len: usize) -> Target {
-    serve(move |tcp| async move {
-        let Some(mut tls) = tls(tcp).await else {
-            return;
-        };
-        read_some(&mut tls).await;
-        let chunk = vec![b'x'; 64 * 1024];
-        for _ in 0..len / chunk.len() {
-            if tls.write_all(&chunk).await.is_err() {
-                return;
-            }
-        }
-        drain(&mut tls).await;
-    })
-    .await
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_long_lines_while_no_step_reads() {
+    let written = Arc::new(AtomicUsize::new(0));
+    let target = servers::floods_long_lines(written.clone()).await;
+    let steps = r#"
+  - C -> S: GET colour
+  - sleep: 2s
+  - S -> C: GET blue
+"#;
+    let ran = run_case("flood-unread", "", steps, options(&target)).await;
+    ran.assert(Outcome::Failed, "unexpected reply");
+    // The harness stops reading once its queue is full, so the target is held back by TCP
+    // flow control: what it wrote is the queue plus the kernel's buffers, not all it could
+    // send in the two seconds nobody read.
+    let written = written.load(Ordering::Relaxed);
+    assert!(
+        written < FLOOD_WRITTEN_MAX,
+        "the target wrote {written} bytes while no step read"
+    );
 }
+
+/// Most a flooding target can write while a step sleeps: the harness's queue (4 MiB), a
+/// message being framed (the 1 MiB receive limit), and the socket buffers of both ends.
+const FLOOD_WRITTEN_MAX: usize = 48 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_a_huge_line_past_a_small_receive_limit() {
-    let target = endless_line(10 << 20).await;
+    let target = servers::endless_line(10 << 20).await;
     let opts = RunOptions {
         recv_limit: 64 * 1024,
         ..options(&target)
@@ -256,7 +172,7 @@ async fn sends_a_huge_line_past_a_small_receive_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_a_huge_line_past_the_default_receive_limit() {
-    let target = endless_line(10 << 20).await;
+    let target = servers::endless_line(10 << 20).await;
     let ran = run_case("huge-line-default-limit", "", GET, options(&target)).await;
     ran.assert(
         Outcome::Failed,
@@ -265,29 +181,9 @@ async fn sends_a_huge_line_past_the_default_receive_limit() {
     ran.snapshot("huge_line_default_limit");
 }
 
-/// Sends `reply` after the first request, then resets the connection (RST, not FIN).
-async fn resets_after(reply: &'static [u8]) -> Target {
-    serve(move |tcp| async move {
-        let Some(mut tls) = tls(tcp).await else {
-            return;
-        };
-        read_some(&mut tls).await;
-        if !reply.is_empty() {
-            let _ = tls.write_all(reply).await;
-            let _ = tls.flush().await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        // A zero linger makes the close a reset; it does not block.
-        #[allow(deprecated)]
-        let _ = tls.get_ref().0.set_linger(Some(Duration::ZERO));
-        drop(tls);
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resets_before_replying() {
-    let target = resets_after(b"").await;
+    let target = servers::resets_after(b"").await;
     let ran = run_case("reset", "", GET, options(&target)).await;
     ran.assert(
         Outcome::Failed,
@@ -298,7 +194,7 @@ async fn resets_before_replying() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resets_in_the_middle_of_a_message() {
-    let target = resets_after(b"GET bl").await;
+    let target = servers::resets_after(b"GET bl").await;
     let ran = run_case("reset-mid-message", "", GET, options(&target)).await;
     ran.assert(Outcome::Failed, "unexpected reply");
     assert_eq!(ran.actual(), "\"GET bl\"");
@@ -311,7 +207,7 @@ async fn resets_in_the_middle_of_a_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closes_right_after_accepting() {
-    let target = serve(|tcp| async move { drop(tcp) }).await;
+    let target = servers::closes_at_accept().await;
     let ran = run_case("close-at-once", "", GET, options(&target)).await;
     let message = &ran.result.failure.as_ref().unwrap().message;
     assert_eq!(ran.result.outcome, Outcome::Error, "{}", ran.human);
@@ -327,14 +223,7 @@ async fn closes_right_after_accepting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resets_during_the_handshake() {
-    let target = serve(|tcp| async move {
-        // Let the client's hello arrive unread, then reset.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        #[allow(deprecated)]
-        let _ = tcp.set_linger(Some(Duration::ZERO));
-        drop(tcp);
-    })
-    .await;
+    let target = servers::resets_in_handshake().await;
     let ran = run_case("reset-in-handshake", "", GET, options(&target)).await;
     ran.assert(Outcome::Error, "TLS handshake with 127.0.0.1:");
     assert!(ran.human.contains("reset"), "{}", ran.human);
@@ -342,12 +231,7 @@ async fn resets_during_the_handshake() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closes_right_after_the_handshake() {
-    let target = serve(|tcp| async move {
-        if let Some(mut tls) = tls(tcp).await {
-            let _ = tls.shutdown().await;
-        }
-    })
-    .await;
+    let target = servers::closes_after_handshake().await;
     let ran = run_case("close-after-handshake", "", GET, options(&target)).await;
     ran.assert(
         Outcome::Failed,
@@ -356,27 +240,9 @@ async fn closes_right_after_the_handshake() {
     ran.snapshot("close_after_handshake");
 }
 
-/// Sends `text` one byte at a time, 100 ms apart.
-async fn drips(text: &'static [u8]) -> Target {
-    serve(move |tcp| async move {
-        let Some(mut tls) = tls(tcp).await else {
-            return;
-        };
-        read_some(&mut tls).await;
-        for &b in text {
-            if tls.write_all(&[b]).await.is_err() || tls.flush().await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        drain(&mut tls).await;
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drips_slower_than_the_deadline() {
-    let target = drips(b"GET blue\n").await;
+    let target = servers::drips(b"GET blue\n").await;
     let steps = r#"
   - C -> S: GET colour
   - expect: { text: GET blue, within: 500ms }
@@ -395,7 +261,7 @@ async fn drips_slower_than_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drips_slower_than_the_quiet_period() {
-    let target = drips(b"GET blue\n").await;
+    let target = servers::drips(b"GET blue\n").await;
     let ran = run_case("drip-quiet", "quiet: 50ms\n", GET, options(&target)).await;
     ran.assert(Outcome::Failed, "unexpected reply");
     // The first byte or so, cut off by the quiet period.
@@ -409,7 +275,7 @@ async fn drips_slower_than_the_quiet_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drips_within_the_deadline_and_the_quiet_period() {
-    let target = drips(b"GET blue\n").await;
+    let target = servers::drips(b"GET blue\n").await;
     let steps = r#"
   - C -> S: GET colour
   - expect: { text: GET blue, within: 5s }
@@ -421,11 +287,7 @@ async fn drips_within_the_deadline_and_the_quiet_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speaks_plain_tcp_where_tls_is_expected() {
-    let target = serve(|mut tcp| async move {
-        let _ = tcp.write_all(b"hello\n").await;
-        drain(&mut tcp).await;
-    })
-    .await;
+    let target = servers::plain_tcp().await;
     let ran = run_case("plain-tcp", "", GET, options(&target)).await;
     ran.assert(Outcome::Error, "does not speak TLS");
     ran.snapshot("plain_tcp");
@@ -438,15 +300,7 @@ async fn speaks_plain_tcp_where_tls_is_expected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_bytes_that_are_not_text() {
-    let target = serve(|tcp| async move {
-        let Some(mut tls) = tls(tcp).await else {
-            return;
-        };
-        read_some(&mut tls).await;
-        let _ = tls.write_all(b"GET \xff\x00\xfe blue\n").await;
-        drain(&mut tls).await;
-    })
-    .await;
+    let target = servers::replies_once(b"GET \xff\x00\xfe blue\n").await;
     let ran = run_case("binary", "", GET, options(&target)).await;
     ran.assert(Outcome::Failed, "unexpected reply");
     ran.snapshot("binary");
@@ -473,12 +327,7 @@ async fn nothing_listens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presents_a_certificate_the_harness_does_not_trust() {
-    let target = serve(|tcp| async move {
-        if let Some(mut tls) = tls(tcp).await {
-            drain(&mut tls).await;
-        }
-    })
-    .await;
+    let target = servers::never_replies().await;
     // Trust some other certificate than the one the target presents.
     let other = reference_impl::tls::self_signed(&["127.0.0.1".to_owned()]).unwrap();
     let ca = std::env::temp_dir().join(format!("harness-hostile-ca-{}.pem", std::process::id()));
@@ -499,16 +348,7 @@ async fn presents_a_certificate_the_harness_does_not_trust() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stops_in_the_middle_of_a_message() {
-    let target = serve(|tcp| async move {
-        let Some(mut tls) = tls(tcp).await else {
-            return;
-        };
-        read_some(&mut tls).await;
-        let _ = tls.write_all(b"GET bl").await;
-        let _ = tls.flush().await;
-        drain(&mut tls).await;
-    })
-    .await;
+    let target = servers::stops_mid_message().await;
     let steps = r#"
   - C -> S: GET colour
   - expect: { text: GET blue, within: 300ms }
@@ -519,26 +359,9 @@ async fn stops_in_the_middle_of_a_message() {
     ran.snapshot("half_message");
 }
 
-/// 64 bytes that look random: no TLS message, no key decrypts them.
-const GARBAGE: &str = "a54dca182530bb1d6d132cded6237b2ed91e3f721fcb1971174494d6493c9d5c\
-                       3460be31201e69fedaa0eee8b9997f5c7c2999fdafe593253cd654af4dfad714";
-
-/// A TLS record header (`kind`, TLS 1.2, 64 bytes long) followed by [`GARBAGE`].
-fn garbage_record(kind: u8) -> Vec<u8> {
-    let mut record = vec![kind, 0x03, 0x03, 0x00, 0x40];
-    record.extend(hex::decode(GARBAGE).unwrap());
-    record
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_the_client_hello_with_a_garbage_record() {
-    let target = serve(|mut tcp| async move {
-        read_some(&mut tcp).await;
-        // A handshake record (0x16) whose content is no handshake message.
-        let _ = tcp.write_all(&garbage_record(0x16)).await;
-        drain(&mut tcp).await;
-    })
-    .await;
+    let target = servers::tls_garbage_handshake().await;
     let ran = run_case("tls-garbage-handshake", "", GET, options(&target)).await;
     ran.assert(Outcome::Error, "TLS handshake with 127.0.0.1:");
     ran.snapshot("tls_garbage_handshake");
@@ -551,15 +374,7 @@ async fn answers_the_client_hello_with_a_garbage_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_the_client_hello_with_less_than_it_announces() {
-    let target = serve(|mut tcp| async move {
-        read_some(&mut tcp).await;
-        // A record that starts a 4096-byte ServerHello (0x02) and holds 60 bytes of it.
-        let mut record = garbage_record(0x16);
-        record[5..9].copy_from_slice(&[0x02, 0x00, 0x10, 0x00]);
-        let _ = tcp.write_all(&record).await;
-        drain(&mut tcp).await;
-    })
-    .await;
+    let target = servers::tls_short_handshake().await;
     let opts = RunOptions {
         connect_timeout: Duration::from_secs(1),
         ..options(&target)
@@ -574,18 +389,7 @@ async fn answers_the_client_hello_with_less_than_it_announces() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_a_corrupt_tls_record_after_the_handshake() {
-    let target = serve(|tcp| async move {
-        let Some(mut tls) = tls(tcp).await else {
-            return;
-        };
-        read_some(&mut tls).await;
-        // Once the request is surely sent: an application-data record (0x17) that does not
-        // decrypt, written on the TCP stream under the TLS layer.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let _ = tls.get_mut().0.write_all(&garbage_record(0x17)).await;
-        drain(&mut tls).await;
-    })
-    .await;
+    let target = servers::tls_corrupt_record().await;
     let ran = run_case("tls-corrupt-record", "", GET, options(&target)).await;
     ran.assert(
         Outcome::Failed,
@@ -594,41 +398,9 @@ async fn sends_a_corrupt_tls_record_after_the_handshake() {
     ran.snapshot("tls_corrupt_record");
 }
 
-/// The writing half of the connection a KV server answers on.
-type Answering = Arc<tokio::sync::Mutex<Option<WriteHalf<TlsStream<TcpStream>>>>>;
-
-/// A KV server that keeps its client in one global variable: each connection it accepts
-/// replaces the one before, so every reply goes to the connection opened last, whichever
-/// connection the request came on.
-async fn answers_the_latest_connection() -> Target {
-    let latest = Answering::default();
-    serve(move |tcp| {
-        let latest = latest.clone();
-        async move {
-            let Some(tls) = tls(tcp).await else {
-                return;
-            };
-            let (reader, writer) = tokio::io::split(tls);
-            *latest.lock().await = Some(writer);
-            let mut lines = BufReader::new(reader).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let reply: &[u8] = match line.split(' ').next() {
-                    Some("CONNECT") => b"CONNECT: OK\n",
-                    Some("GET") => b"GET blue\n",
-                    _ => b"ERROR\n",
-                };
-                if let Some(writer) = latest.lock().await.as_mut() {
-                    let _ = writer.write_all(reply).await;
-                }
-            }
-        }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_on_the_wrong_connection() {
-    let target = answers_the_latest_connection().await;
+    let target = servers::answers_the_latest_connection().await;
     let steps = r#"
   - A -> S: CONNECT alice
   - S -> A: "CONNECT: OK"
@@ -655,22 +427,9 @@ async fn replies_on_the_wrong_connection() {
     );
 }
 
-/// Answers the first request with `reply`, then keeps the connection open.
-async fn replies_once(reply: &'static [u8]) -> Target {
-    serve(move |tcp| async move {
-        let Some(mut tls) = tls(tcp).await else {
-            return;
-        };
-        read_some(&mut tls).await;
-        let _ = tls.write_all(reply).await;
-        drain(&mut tls).await;
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn puts_a_nul_inside_a_reply() {
-    let target = replies_once(b"PUT: O\0K\n").await;
+    let target = servers::replies_once(b"PUT: O\0K\n").await;
     let steps = r#"
   - C -> S: "PUT colour\nblue"
   - S -> C: "PUT: OK"
@@ -689,7 +448,7 @@ async fn puts_a_nul_inside_a_reply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn puts_bytes_that_are_not_utf8_inside_a_reply() {
-    let target = replies_once(b"CONNECT: \xff\xfeOK\n").await;
+    let target = servers::replies_once(b"CONNECT: \xff\xfeOK\n").await;
     let steps = r#"
   - C -> S: CONNECT alice
   - S -> C: "CONNECT: OK"

@@ -12,6 +12,7 @@ mod corpus;
 mod fuzz;
 mod grade;
 mod hostile;
+mod hostile_servers;
 mod rsa_transport;
 mod suites;
 mod support;

@@ -64,6 +64,14 @@ impl Ran {
         self
     }
 
+    /// Whether the failure says the target closed, reset or refused a connection (what makes
+    /// `harness fuzz` and `--exec` look for a process that ended).
+    fn gone(&self, expected: bool) -> &Self {
+        let failure = self.result.failure.as_ref().unwrap();
+        assert_eq!(failure.gone, expected, "{}", self.human);
+        self
+    }
+
     /// Snapshots the human report, with addresses, times and the case's folder filtered out.
     /// Only for cases whose report does not depend on timing.
     fn snapshot(&self, name: &str) -> &Self {
@@ -98,7 +106,8 @@ async fn accepts_but_never_completes_the_handshake() {
         ..options(&target)
     };
     let ran = run_case("silent-handshake", "", GET, opts).await;
-    ran.assert(Outcome::Error, "did not finish within 300ms");
+    ran.assert(Outcome::Error, "did not finish within 300ms")
+        .gone(false);
     ran.snapshot("silent_handshake");
     assert!(
         ran.human
@@ -114,7 +123,8 @@ async fn completes_tls_but_never_replies() {
   - expect: { text: GET blue, within: 300ms }
 "#;
     let ran = run_case("never-replies", "", steps, options(&target)).await;
-    ran.assert(Outcome::TimedOut, "no message on `C` within 300ms");
+    ran.assert(Outcome::TimedOut, "no message on `C` within 300ms")
+        .gone(false);
     ran.snapshot("never_replies");
     let failure = ran.result.failure.as_ref().unwrap();
     assert_eq!(failure.span.unwrap().line, 4);
@@ -125,7 +135,7 @@ async fn completes_tls_but_never_replies() {
 async fn floods_lines_without_end() {
     let target = servers::floods().await;
     let ran = run_case("flood", "", GET, options(&target)).await;
-    ran.assert(Outcome::Failed, "unexpected reply");
+    ran.assert(Outcome::Failed, "unexpected reply").gone(false);
     ran.snapshot("flood");
     assert_eq!(ran.actual(), "\"junk\"");
 }
@@ -188,7 +198,8 @@ async fn resets_before_replying() {
     ran.assert(
         Outcome::Failed,
         "the target closed `C` (connection reset) before the expected message",
-    );
+    )
+    .gone(true);
     ran.snapshot("reset");
 }
 
@@ -219,13 +230,23 @@ async fn closes_right_after_accepting() {
         message.contains("closed the connection during the handshake") || message.contains("reset"),
         "{message}"
     );
+    ran.gone(true);
+    if message.contains("closed the connection during the handshake") {
+        assert!(
+            ran.human
+                .contains("a server at its connection limit also closes new connections at once"),
+            "{}",
+            ran.human
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resets_during_the_handshake() {
     let target = servers::resets_in_handshake().await;
     let ran = run_case("reset-in-handshake", "", GET, options(&target)).await;
-    ran.assert(Outcome::Error, "TLS handshake with 127.0.0.1:");
+    ran.assert(Outcome::Error, "TLS handshake with 127.0.0.1:")
+        .gone(true);
     assert!(ran.human.contains("reset"), "{}", ran.human);
 }
 
@@ -236,7 +257,8 @@ async fn closes_right_after_the_handshake() {
     ran.assert(
         Outcome::Failed,
         "the target closed `C` (clean close) before the expected message",
-    );
+    )
+    .gone(true);
     ran.snapshot("close_after_handshake");
 }
 
@@ -289,7 +311,7 @@ async fn drips_within_the_deadline_and_the_quiet_period() {
 async fn speaks_plain_tcp_where_tls_is_expected() {
     let target = servers::plain_tcp().await;
     let ran = run_case("plain-tcp", "", GET, options(&target)).await;
-    ran.assert(Outcome::Error, "does not speak TLS");
+    ran.assert(Outcome::Error, "does not speak TLS").gone(false);
     ran.snapshot("plain_tcp");
     assert!(
         ran.human.contains("serves TLS on this port"),
@@ -320,7 +342,7 @@ async fn nothing_listens() {
         ..RunOptions::default()
     };
     let ran = run_case("nothing-listens", "", GET, opts).await;
-    ran.assert(Outcome::Error, "refused");
+    ran.assert(Outcome::Error, "refused").gone(true);
     ran.snapshot("nothing_listens");
     assert!(ran.human.contains("is the server running"), "{}", ran.human);
 }
@@ -342,7 +364,8 @@ async fn presents_a_certificate_the_harness_does_not_trust() {
     ran.assert(
         Outcome::Error,
         "the server's certificate was rejected: its signature does not verify",
-    );
+    )
+    .gone(false);
     ran.snapshot("untrusted_cert");
 }
 
@@ -363,7 +386,8 @@ async fn stops_in_the_middle_of_a_message() {
 async fn answers_the_client_hello_with_a_garbage_record() {
     let target = servers::tls_garbage_handshake().await;
     let ran = run_case("tls-garbage-handshake", "", GET, options(&target)).await;
-    ran.assert(Outcome::Error, "TLS handshake with 127.0.0.1:");
+    ran.assert(Outcome::Error, "TLS handshake with 127.0.0.1:")
+        .gone(false);
     ran.snapshot("tls_garbage_handshake");
     assert!(
         ran.human.contains("failed: the target does not speak TLS"),
@@ -394,7 +418,7 @@ async fn sends_a_corrupt_tls_record_after_the_handshake() {
     ran.assert(
         Outcome::Failed,
         "TLS error on `C` before the expected message: the target sent a record that does not decrypt",
-    );
+    ).gone(false);
     ran.snapshot("tls_corrupt_record");
 }
 

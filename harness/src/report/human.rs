@@ -225,6 +225,7 @@ fn tail_without_times(t: &Transcript, redact: &[(String, String)]) -> String {
         dropped: t.dropped,
         binary: t.binary,
         serving: t.serving,
+        ..Transcript::default()
     };
     let mut out = String::new();
     if start > 0 {

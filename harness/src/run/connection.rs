@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::framing::{Frame, Framing, LineFramer, TooLong};
+use super::transcript;
 use crate::transport::BoxStream;
 use crate::transport::rsa::{BlockReader, Cipher, SealError};
 
@@ -98,7 +99,10 @@ pub enum Incoming {
 /// be written). Steps never see these; the transcript does.
 #[derive(Debug, Clone)]
 pub struct Answered {
+    /// The message; past the transcript's byte budget only its head (see [`Answered::len`]).
     pub frame: Frame,
+    /// Length of the message on the wire.
+    pub len: usize,
     pub at: Instant,
     pub reply: Vec<u8>,
     pub written: Result<(), String>,
@@ -163,8 +167,12 @@ pub struct Connection {
     /// When the last message a step expected arrived (when the connection opened, before
     /// any): what `at:` timings count from. Messages background rules handle do not count.
     pub(crate) last_message_at: Instant,
-    /// Messages responders answered, not yet put in the transcript.
-    pub(crate) answered: Vec<Answered>,
+    /// Messages responders answered, not yet put in the transcript (at most
+    /// [`transcript::MAX_ENTRIES`]; more are only counted).
+    answered: Vec<Answered>,
+    answered_dropped: usize,
+    /// Bytes of answered messages set aside so far (see [`transcript::MAX_KEPT`]).
+    answered_bytes: usize,
 }
 
 /// Why `recv` returned without an event.
@@ -224,6 +232,8 @@ impl Connection {
             closed: None,
             last_message_at: Instant::now(),
             answered: Vec::new(),
+            answered_dropped: 0,
+            answered_bytes: 0,
         }
     }
 
@@ -250,13 +260,39 @@ impl Connection {
 
     /// Takes the answered messages still waiting in the queue, and those `recv` set aside;
     /// anything else queued is dropped. For the end of a scenario.
-    pub fn drain_answered(&mut self) -> Vec<Answered> {
+    pub fn drain_answered(&mut self) -> (Vec<Answered>, usize) {
         while let Ok((queued, _)) = self.rx.try_recv() {
             if let Queued::Answered(a) = queued {
-                self.answered.push(a);
+                self.set_aside(a);
             }
         }
-        std::mem::take(&mut self.answered)
+        self.take_answered()
+    }
+
+    /// The answered messages `recv` set aside, and how many more were left out.
+    pub fn take_answered(&mut self) -> (Vec<Answered>, usize) {
+        (
+            std::mem::take(&mut self.answered),
+            std::mem::take(&mut self.answered_dropped),
+        )
+    }
+
+    /// Keeps an answered message for the transcript within the transcript's own bounds, so
+    /// that a flood the background rules answer does not pile up while a step waits.
+    fn set_aside(&mut self, mut a: Answered) {
+        if self.answered.len() >= transcript::MAX_ENTRIES {
+            self.answered_dropped += 1;
+            return;
+        }
+        let keep = if self.answered_bytes >= transcript::MAX_KEPT {
+            transcript::SHORT_DATA
+        } else {
+            transcript::MAX_DATA
+        };
+        a.frame.data.truncate(keep);
+        a.frame.data.shrink_to_fit();
+        self.answered_bytes += a.frame.data.len() + a.reply.len();
+        self.answered.push(a);
     }
 
     /// The next event, waiting until `deadline`.
@@ -267,7 +303,7 @@ impl Connection {
         let next = async {
             loop {
                 match self.rx.recv().await {
-                    Some((Queued::Answered(a), _)) => self.answered.push(a),
+                    Some((Queued::Answered(a), _)) => self.set_aside(a),
                     Some((Queued::Event(event), _)) => return Some(event),
                     None => return None,
                 }
@@ -293,7 +329,7 @@ impl Connection {
         }
         loop {
             match self.rx.try_recv().ok()?.0 {
-                Queued::Answered(a) => self.answered.push(a),
+                Queued::Answered(a) => self.set_aside(a),
                 Queued::Event(event) => {
                     self.note(&event);
                     return Some(event);
@@ -392,6 +428,7 @@ impl Delivery {
         let bytes = frame.data.capacity() + reply.capacity();
         self.queue(
             Queued::Answered(Answered {
+                len: frame.data.len(),
                 frame,
                 at,
                 reply,
@@ -600,5 +637,58 @@ fn classify(e: &io::Error) -> CloseKind {
         io::ErrorKind::UnexpectedEof => CloseKind::NoCloseNotify,
         io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => CloseKind::Reset,
         _ => CloseKind::Error(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A peer floods messages a background rule answers while a step waits for something
+    /// else: the connection sets aside only what a transcript keeps, and counts the rest.
+    #[tokio::test]
+    async fn answered_messages_are_kept_within_the_transcript_bounds() {
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let responders: Arc<[Responder]> = vec![Responder {
+            on: ResponderMatch::Bytes(b"PING".to_vec()),
+            reply: b"PONG\n".to_vec(),
+        }]
+        .into();
+        let mut conn = Connection::start(
+            Box::new(ours),
+            None,
+            Framing::Lines,
+            Duration::from_millis(200),
+            1 << 20,
+            responders,
+        );
+        let total = transcript::MAX_ENTRIES + 500;
+        let flood = tokio::spawn(async move {
+            let pings = b"PING\n".repeat(total);
+            let (mut read, mut write) = tokio::io::split(&mut theirs);
+            let drain = async {
+                let mut buf = vec![0; 64 * 1024];
+                while matches!(read.read(&mut buf).await, Ok(n) if n > 0) {}
+            };
+            let send = async {
+                write.write_all(&pings).await.unwrap();
+                write.write_all(b"DONE\n").await.unwrap();
+            };
+            tokio::select! {
+                () = drain => {}
+                () = send => {}
+            }
+            theirs
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let Ok(Incoming::Message(frame, _)) = conn.recv(deadline).await else {
+            panic!("DONE did not arrive");
+        };
+        assert_eq!(frame.data, b"DONE");
+        let (answered, dropped) = conn.take_answered();
+        assert_eq!(answered.len(), transcript::MAX_ENTRIES);
+        assert_eq!(dropped, 500);
+        drop(flood.await.unwrap());
     }
 }

@@ -1286,15 +1286,23 @@ impl<'a> Exec<'a> {
         let Some(conn) = self.conns.get_mut(name) else {
             return;
         };
-        let answered = std::mem::take(&mut conn.answered);
+        let answered = conn.take_answered();
         self.record(name, answered);
     }
 
-    fn record(&mut self, name: &str, answered: Vec<Answered>) {
+    /// Puts answered messages into the transcript (and counts those left out: a message and
+    /// its reply each).
+    fn record(&mut self, name: &str, (answered, dropped): (Vec<Answered>, usize)) {
+        self.transcript.count_dropped(2 * dropped);
         for a in answered {
             let at = self.at(a.at);
-            self.transcript
-                .push_background(at, name, EntryKind::received(&a.frame));
+            let mut data = Data::new(&a.frame.data);
+            data.len = a.len;
+            let received = EntryKind::Received {
+                data,
+                terminated: a.frame.terminated,
+            };
+            self.transcript.push_background(at, name, received);
             let kind = match a.written {
                 Ok(()) => EntryKind::Sent {
                     data: Data::new(&a.reply),

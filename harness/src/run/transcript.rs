@@ -28,6 +28,11 @@ use serde::Serialize;
 pub const MAX_ENTRIES: usize = 10_000;
 /// Bytes of one message kept in the transcript.
 pub const MAX_DATA: usize = 64 * 1024;
+/// Bytes of messages a transcript keeps in all; past them, each message keeps only its first
+/// [`SHORT_DATA`] bytes, so a flood costs at most [`MAX_ENTRIES`] short entries.
+pub const MAX_KEPT: usize = 4 << 20;
+/// Bytes of each message kept once [`MAX_KEPT`] is reached.
+pub const SHORT_DATA: usize = 256;
 
 /// One event on one connection.
 #[derive(Debug, Clone, Serialize)]
@@ -129,6 +134,17 @@ impl EntryKind {
             terminated: frame.terminated,
         }
     }
+
+    /// The message bytes the entry holds, if any.
+    fn data_mut(&mut self) -> Option<&mut Data> {
+        match self {
+            EntryKind::Sent { data, .. }
+            | EntryKind::KeyOffered { data, .. }
+            | EntryKind::Received { data, .. }
+            | EntryKind::TooLong { head: data, .. } => Some(data),
+            _ => None,
+        }
+    }
 }
 
 /// Message bytes, shown as text when they are printable and as hex otherwise.
@@ -157,6 +173,16 @@ impl Data {
             hex,
             len: bytes.len(),
             bytes: kept.to_vec(),
+        }
+    }
+
+    /// Keeps only the first `max` bytes (the length on the wire stays).
+    pub fn shorten(&mut self, max: usize) {
+        if self.bytes.len() > max {
+            let len = self.len;
+            let head = self.bytes[..max].to_vec();
+            *self = Data::new(&head);
+            self.len = len;
         }
     }
 }
@@ -235,6 +261,9 @@ pub struct Transcript {
     /// The harness played the server: what it sent goes `S -> C`, what it received `C -> S`.
     #[serde(skip)]
     pub serving: bool,
+    /// Message bytes kept so far (see [`MAX_KEPT`]).
+    #[serde(skip)]
+    pub kept: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -243,16 +272,36 @@ fn is_zero(n: &usize) -> bool {
 
 impl Transcript {
     pub fn push(&mut self, at: Duration, conn: &str, kind: EntryKind) {
-        if self.entries.len() >= MAX_ENTRIES {
-            self.dropped += 1;
+        let Some(kind) = self.admit(kind) else {
             return;
-        }
+        };
         self.entries.push(Entry {
             at,
             conn: conn.to_owned(),
             kind,
             background: false,
         });
+    }
+
+    /// Holds an entry to the transcript's bounds: counted instead of kept past
+    /// [`MAX_ENTRIES`], its message shortened past [`MAX_KEPT`].
+    fn admit(&mut self, mut kind: EntryKind) -> Option<EntryKind> {
+        if self.entries.len() >= MAX_ENTRIES {
+            self.dropped += 1;
+            return None;
+        }
+        if let Some(data) = kind.data_mut() {
+            if self.kept >= MAX_KEPT {
+                data.shorten(SHORT_DATA);
+            }
+            self.kept += data.bytes.len();
+        }
+        Some(kind)
+    }
+
+    /// Counts entries left out before they reached the transcript.
+    pub fn count_dropped(&mut self, entries: usize) {
+        self.dropped += entries;
     }
 
     /// `C -> S` or `S -> C` for a message on connection `c` that the harness sent (or
@@ -334,12 +383,16 @@ impl Transcript {
         );
     }
 
-    /// Inserts an entry at its time, after the entries that are not later than it.
+    /// Inserts a step's entry at its time (see [`Self::insert`]).
     fn insert_at(&mut self, at: Duration, conn: &str, kind: EntryKind) {
-        if self.entries.len() >= MAX_ENTRIES {
-            self.dropped += 1;
+        self.insert(at, conn, kind, false);
+    }
+
+    /// Inserts an entry at its time, after the entries that are not later than it.
+    fn insert(&mut self, at: Duration, conn: &str, kind: EntryKind, background: bool) {
+        let Some(kind) = self.admit(kind) else {
             return;
-        }
+        };
         let position = self
             .entries
             .iter()
@@ -351,7 +404,7 @@ impl Transcript {
                 at,
                 conn: conn.to_owned(),
                 kind,
-                background: false,
+                background,
             },
         );
     }
@@ -360,24 +413,7 @@ impl Transcript {
     /// so each goes in at its time, after the entries that are not later than it; the other
     /// entries keep their order.
     pub fn push_background(&mut self, at: Duration, conn: &str, kind: EntryKind) {
-        if self.entries.len() >= MAX_ENTRIES {
-            self.dropped += 1;
-            return;
-        }
-        let position = self
-            .entries
-            .iter()
-            .rposition(|e| e.at <= at)
-            .map_or(0, |i| i + 1);
-        self.entries.insert(
-            position,
-            Entry {
-                at,
-                conn: conn.to_owned(),
-                kind,
-                background: true,
-            },
-        );
+        self.insert(at, conn, kind, true);
     }
 
     /// Marks the last message received on `conn` as handled by a background rule.

@@ -161,6 +161,28 @@ async fn floods_long_lines_while_no_step_reads() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_lines_a_background_rule_answers() {
+    let target = servers::floods().await;
+    let steps = r#"
+  - C -> S: GET colour
+  - expect: { text: GET blue, within: 2s }
+"#;
+    let suite = "background:\n  - { on: junk, reply: ok }\n";
+    let ran = run_case("flood-answered", suite, steps, options(&target)).await;
+    ran.assert(Outcome::TimedOut, "no message on `C` within 2s");
+    // Every message answered while the step waited is set aside for the transcript: only as
+    // many as a transcript keeps, the rest counted.
+    let transcript = &ran.result.transcript;
+    assert_eq!(
+        transcript.entries.len(),
+        harness::run::transcript::MAX_ENTRIES,
+        "{} entries",
+        transcript.entries.len()
+    );
+    assert!(transcript.dropped > 0, "nothing was left out");
+}
+
 /// Most a flooding target can write while a step sleeps: the harness's queue (4 MiB), a
 /// message being framed (the 1 MiB receive limit), and the socket buffers of both ends.
 const FLOOD_WRITTEN_MAX: usize = 48 << 20;

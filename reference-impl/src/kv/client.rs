@@ -128,6 +128,8 @@ pub struct Client {
     dialect: Dialect,
     decoder: ReplyDecoder,
     timeout: Duration,
+    /// The request being sent, kept to be reused by the next one.
+    out: Vec<u8>,
 }
 
 impl Client {
@@ -181,6 +183,7 @@ impl Client {
             dialect,
             decoder: ReplyDecoder::new(dialect),
             timeout,
+            out: Vec::new(),
         }
     }
 
@@ -301,11 +304,14 @@ impl Client {
     pub async fn request(&mut self, message: &ClientMessage) -> Result<Reply, ClientError> {
         let request = message.command();
         let timeout = self.timeout;
-        let writes = self.writes(message);
-        if let Stream::Rsa { .. } = self.stream
-            && let Some((_, too_long)) = writes
-                .iter()
-                .find(|(clear, w)| !clear && w.len() > MAX_PLAINTEXT)
+        // Over TLS the message is encoded into `self.out` below, with no allocation of its own.
+        let rsa_writes = match self.stream {
+            Stream::Tls(_) => Vec::new(),
+            Stream::Rsa { .. } => self.writes(message),
+        };
+        if let Some((_, too_long)) = rsa_writes
+            .iter()
+            .find(|(clear, w)| !clear && w.len() > MAX_PLAINTEXT)
         {
             return Err(ClientError::TooLongForRsa {
                 request,
@@ -313,19 +319,32 @@ impl Client {
             });
         }
         let exchange = async {
-            for (clear, write) in &writes {
-                // One write per message part: the course dialect frames by TLS record.
-                match &mut self.stream {
-                    Stream::Tls(stream) => {
-                        stream.write_all(write).await?;
-                        stream.flush().await?;
+            match &mut self.stream {
+                Stream::Tls(stream) => {
+                    self.out.clear();
+                    let second = message.encode_writes(self.dialect, &mut self.out);
+                    let at = second.unwrap_or(self.out.len()).min(self.out.len());
+                    let (first, second) = self.out.split_at(at);
+                    // One write per message part: the course dialect frames by TLS record.
+                    for write in [first, second] {
+                        if !write.is_empty() {
+                            stream.write_all(write).await?;
+                            stream.flush().await?;
+                        }
                     }
-                    Stream::Rsa { stream, .. } if *clear => stream.send_clear(write).await?,
-                    Stream::Rsa { stream, .. } => match stream.send(write).await {
-                        Ok(()) => {}
-                        Err(StreamError::Io(e)) => return Err(e),
-                        Err(e) => return Err(std::io::Error::other(e)),
-                    },
+                }
+                Stream::Rsa { stream, .. } => {
+                    for (clear, write) in &rsa_writes {
+                        if *clear {
+                            stream.send_clear(write).await?;
+                            continue;
+                        }
+                        match stream.send(write).await {
+                            Ok(()) => {}
+                            Err(StreamError::Io(e)) => return Err(e),
+                            Err(e) => return Err(std::io::Error::other(e)),
+                        }
+                    }
                 }
             }
             self.read_reply(request).await

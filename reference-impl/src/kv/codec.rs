@@ -196,41 +196,70 @@ impl ClientMessage {
     }
 
     /// Appends the message's bytes to `out`. In the course dialect, where write boundaries
-    /// matter, use [`ClientMessage::writes`] instead.
+    /// matter, use [`ClientMessage::writes`] or [`ClientMessage::encode_writes`] instead.
     ///
     /// Encoding does not validate: a key with a `\n` or a non-ASCII character is written as
     /// given and will not decode back. Check with [`is_valid_key`] and [`is_valid_value`].
     pub fn encode(&self, dialect: Dialect, out: &mut Vec<u8>) {
-        for write in self.writes(dialect) {
-            out.extend_from_slice(&write);
+        self.encode_writes(dialect, out);
+    }
+
+    /// Appends the message's bytes to `out`, as [`ClientMessage::encode`] does, and returns
+    /// where in `out` a second write starts: in the course dialect a `CONNECT`'s hash is a
+    /// write of its own; every other message is one write (`None`).
+    pub fn encode_writes(&self, dialect: Dialect, out: &mut Vec<u8>) -> Option<usize> {
+        let lf: &[u8] = match dialect {
+            Dialect::Spec => b"\n",
+            Dialect::Course => b"",
+        };
+        let mut line = |command: Command, argument: &str| {
+            out.extend_from_slice(command.keyword().as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(argument.as_bytes());
+            out.extend_from_slice(lf);
+        };
+        match self {
+            ClientMessage::Connect { id, hash } => {
+                line(Command::Connect, id);
+                let hash_at = out.len();
+                out.extend_from_slice(hash);
+                (dialect == Dialect::Course).then_some(hash_at)
+            }
+            // The course client sends key and value in one write, separated by "\n".
+            ClientMessage::Put { key, value } => {
+                out.extend_from_slice(b"PUT ");
+                out.extend_from_slice(key.as_bytes());
+                out.push(b'\n');
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(lf);
+                None
+            }
+            ClientMessage::Get { key } => {
+                line(Command::Get, key);
+                None
+            }
+            ClientMessage::Delete { key } => {
+                line(Command::Delete, key);
+                None
+            }
+            ClientMessage::Disconnect => {
+                out.extend_from_slice(b"DISCONNECT");
+                out.extend_from_slice(lf);
+                None
+            }
         }
     }
 
     /// The message as the separate writes its dialect sends: one write in the spec dialect;
     /// in the course dialect `CONNECT <id>` and the hash are two writes, everything else one.
     pub fn writes(&self, dialect: Dialect) -> Vec<Vec<u8>> {
-        let lf = match dialect {
-            Dialect::Spec => "\n",
-            Dialect::Course => "",
-        };
-        let line = |command: Command, argument: &str| {
-            format!("{} {argument}{lf}", command.keyword()).into_bytes()
-        };
-        match self {
-            ClientMessage::Connect { id, hash } => {
-                let head = line(Command::Connect, id);
-                match dialect {
-                    Dialect::Spec => vec![[head.as_slice(), hash.as_slice()].concat()],
-                    Dialect::Course => vec![head, hash.to_vec()],
-                }
+        let mut first = Vec::new();
+        match self.encode_writes(dialect, &mut first) {
+            Some(at) => {
+                let second = first.split_off(at.min(first.len()));
+                vec![first, second]
             }
-            // The course client sends key and value in one write, separated by "\n".
-            ClientMessage::Put { key, value } => {
-                vec![format!("PUT {key}\n{value}{lf}").into_bytes()]
-            }
-            ClientMessage::Get { key } => vec![line(Command::Get, key)],
-            ClientMessage::Delete { key } => vec![line(Command::Delete, key)],
-            ClientMessage::Disconnect => vec![format!("DISCONNECT{lf}").into_bytes()],
+            None => vec![first],
         }
     }
 }
@@ -323,7 +352,11 @@ impl Reply {
         };
         match self {
             Reply::GetOk { value, crc } => {
-                out.extend_from_slice(format!("GET {value}\n{crc}{lf}").as_bytes());
+                out.extend_from_slice(b"GET ");
+                out.extend_from_slice(value.as_bytes());
+                out.push(b'\n');
+                push_decimal(out, *crc);
+                out.extend_from_slice(lf.as_bytes());
             }
             other => {
                 if let Some(text) = other.fixed() {
@@ -333,6 +366,21 @@ impl Reply {
             }
         }
     }
+}
+
+/// Appends `n` in decimal, as `format!("{n}")` would, without allocating.
+fn push_decimal(out: &mut Vec<u8>, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 impl fmt::Display for Reply {
@@ -541,6 +589,12 @@ enum Parsed {
     Disconnect,
 }
 
+/// A complete line of the spec dialect: a PUT's value, or a command.
+enum SpecLine {
+    Value(ClientMessage),
+    Command(Parsed),
+}
+
 /// Parses one command line (no line end) starting at stream offset `offset`.
 fn parse_command(line: &str, offset: u64) -> Result<Parsed, DecodeError> {
     if line.is_empty() {
@@ -724,22 +778,37 @@ impl ServerDecoder {
                             });
                         }
                     };
-                    let line = ascii(&self.input.available()[..len], offset).map(str::to_owned);
-                    self.input.consume(len + 1);
-                    let line = line?;
-                    match state {
-                        RequestState::Value { key } => {
-                            return Ok(Some(ClientMessage::Put { key, value: line }));
-                        }
-                        _ => match parse_command(&line, offset)? {
-                            Parsed::Connect(id) => self.state = RequestState::Hash { id },
-                            Parsed::Put(key) => self.state = RequestState::Value { key },
-                            Parsed::Get(key) => return Ok(Some(ClientMessage::Get { key })),
-                            Parsed::Delete(key) => {
-                                return Ok(Some(ClientMessage::Delete { key }));
+                    // Parsed in place: only the key, id or value is copied out.
+                    let parsed = match ascii(&self.input.available()[..len], offset) {
+                        Ok(line) => match state {
+                            RequestState::Value { key } => {
+                                Ok(SpecLine::Value(ClientMessage::Put {
+                                    key,
+                                    value: line.to_owned(),
+                                }))
                             }
-                            Parsed::Disconnect => return Ok(Some(ClientMessage::Disconnect)),
+                            _ => parse_command(line, offset).map(SpecLine::Command),
                         },
+                        Err(e) => Err(e),
+                    };
+                    self.input.consume(len + 1);
+                    match parsed? {
+                        SpecLine::Value(message) => return Ok(Some(message)),
+                        SpecLine::Command(Parsed::Connect(id)) => {
+                            self.state = RequestState::Hash { id };
+                        }
+                        SpecLine::Command(Parsed::Put(key)) => {
+                            self.state = RequestState::Value { key };
+                        }
+                        SpecLine::Command(Parsed::Get(key)) => {
+                            return Ok(Some(ClientMessage::Get { key }));
+                        }
+                        SpecLine::Command(Parsed::Delete(key)) => {
+                            return Ok(Some(ClientMessage::Delete { key }));
+                        }
+                        SpecLine::Command(Parsed::Disconnect) => {
+                            return Ok(Some(ClientMessage::Disconnect));
+                        }
                     }
                 }
             }

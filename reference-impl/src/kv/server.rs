@@ -824,7 +824,7 @@ impl Connection {
         let reply = match message {
             // Served above.
             ClientMessage::Connect { .. } => Reply::ConnectError,
-            ClientMessage::Put { value, .. } if !self.fits(&Reply::get_ok(value.as_str())) => {
+            ClientMessage::Put { value, .. } if !self.fits_get_ok(&value) => {
                 debug!("PUT refused: a GET reply could not carry its value in one RSA block");
                 Reply::PutError
             }
@@ -836,7 +836,7 @@ impl Connection {
                 }
             },
             ClientMessage::Get { key } => match self.store.get(&login, &key) {
-                Some(value) if !self.fits(&Reply::get_ok(value.as_str())) => {
+                Some(value) if !self.fits_get_ok(&value) => {
                     debug!("GET refused: the reply does not fit in one RSA block");
                     Reply::GetError
                 }
@@ -913,9 +913,10 @@ impl Connection {
         }
     }
 
-    /// Whether the transport can carry `reply` (over RSA: one block). Always under
-    /// `Fault::RsaNoReplyCap`, whose replies then fail to be written.
-    fn fits(&self, reply: &Reply) -> bool {
+    /// Whether the transport can carry the reply `GET <value>` (over RSA: one block).
+    /// Always under `Fault::RsaNoReplyCap`, whose replies then fail to be written.
+    fn fits_get_ok(&self, value: &str) -> bool {
+        // Checked before the reply is built: over TLS, the common case, it costs nothing.
         let Some(max) = self.stream.max_reply() else {
             return true;
         };
@@ -923,7 +924,7 @@ impl Connection {
             return true;
         }
         let mut bytes = Vec::new();
-        reply.encode(self.settings.reply_dialect, &mut bytes);
+        Reply::get_ok(value).encode(self.settings.reply_dialect, &mut bytes);
         bytes.len() <= max
     }
 

@@ -18,6 +18,7 @@
 //! first-use accounts are capped, so a client cannot grow the server without bound.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -367,13 +368,17 @@ impl Store {
         let keep_old = self.config.faults.has(Fault::PutKeepsOldValue);
         let mut state = self.lock();
         let data = self.data(&mut state, session)?;
-        if !data.contains_key(&key) && data.len() >= max_keys {
-            return Err(StoreError::TooManyKeys { limit: max_keys });
-        }
-        if keep_old {
-            data.entry(key).or_insert(value);
-        } else {
-            data.insert(key, value);
+        let room = data.len() < max_keys;
+        // One lookup of the key, whether it is new or replaced.
+        match data.entry(key) {
+            Entry::Occupied(mut stored) if !keep_old => {
+                stored.insert(value);
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(slot) if room => {
+                slot.insert(value);
+            }
+            Entry::Vacant(_) => return Err(StoreError::TooManyKeys { limit: max_keys }),
         }
         Ok(())
     }

@@ -171,7 +171,12 @@ async fn serve(
                     }
                 };
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    debug!(%peer, "over max_connections: closed");
+                    warn!(
+                        %peer,
+                        "refusing connection: {} connections are open (the limit)",
+                        config.max_connections
+                    );
+                    drop(stream);
                     continue;
                 };
                 let handler = handle(stream, peer, config.clone(), stop_rx.clone());

@@ -595,3 +595,64 @@ impl Transcript {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn received(len: usize) -> EntryKind {
+        EntryKind::Received {
+            data: Data::new(&vec![b'x'; len]),
+            terminated: true,
+        }
+    }
+
+    fn kept(entry: &Entry) -> (usize, usize) {
+        match &entry.kind {
+            EntryKind::Received { data, .. } => (data.bytes.len(), data.len),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn messages_past_the_byte_budget_keep_their_head_and_length() {
+        let mut t = Transcript::default();
+        let whole = MAX_KEPT / MAX_DATA;
+        for i in 0..whole + 3 {
+            t.push(Duration::from_millis(i as u64), "C", received(MAX_DATA));
+        }
+        t.push_background(Duration::from_secs(60), "C", received(SHORT_DATA + 10));
+        assert_eq!(t.entries.len(), whole + 4);
+        let lengths: Vec<(usize, usize)> = t.entries.iter().map(kept).collect();
+        assert!(lengths[..whole].iter().all(|&l| l == (MAX_DATA, MAX_DATA)));
+        assert!(
+            lengths[whole..whole + 3]
+                .iter()
+                .all(|&l| l == (SHORT_DATA, MAX_DATA))
+        );
+        // Background entries are held to the same budget.
+        assert_eq!(lengths[whole + 3], (SHORT_DATA, SHORT_DATA + 10));
+        let shown = t.entries[whole].kind.clone();
+        let EntryKind::Received { data, .. } = shown else {
+            unreachable!()
+        };
+        assert_eq!(
+            show_data(&data, &data.bytes),
+            format!(
+                "\"{}\"... ({MAX_DATA} bytes in all)",
+                "x".repeat(SHORT_DATA)
+            )
+        );
+    }
+
+    #[test]
+    fn entries_past_the_limit_are_counted() {
+        let mut t = Transcript::default();
+        for _ in 0..MAX_ENTRIES + 5 {
+            t.push(Duration::ZERO, "C", EntryKind::ClosedByUs);
+        }
+        t.count_dropped(2);
+        assert_eq!(t.entries.len(), MAX_ENTRIES);
+        assert_eq!(t.dropped, 7);
+    }
+}

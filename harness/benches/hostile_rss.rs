@@ -1,6 +1,6 @@
 //! Peak memory of the `harness` binary against the hostile targets of the test battery
-//! (`tests/it/hostile_servers.rs`): silent, flooding (short lines, or long ones while no step
-//! reads), a 10 MB line with no line end, resets, drips, plain TCP where TLS is expected, TLS
+//! (`tests/it/hostile_servers.rs`): silent, flooding (short lines, long ones while no step
+//! reads, or lines a background rule answers while a step waits), a 10 MB line with no line end, resets, drips, plain TCP where TLS is expected, TLS
 //! garbage, NUL and non-UTF-8 replies, replies on the wrong connection, nothing listening.
 //!
 //! The targets run in this process. `harness run` takes one target per run, so each case is
@@ -131,6 +131,14 @@ fn cases() -> Vec<Case> {
   - S -> C: GET blue
 "#,
         ),
+        Case::new("flood-answered", || Box::pin(hostile_servers::floods()))
+            .suite("background:\n  - { on: junk, reply: ok }\n")
+            .steps(
+                r#"
+  - C -> S: GET colour
+  - expect: { text: GET blue, within: 2s }
+"#,
+            ),
         Case::new("huge-line-small-limit", || {
             Box::pin(hostile_servers::endless_line(10 << 20))
         })

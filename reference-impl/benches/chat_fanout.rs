@@ -1,25 +1,35 @@
 //! Broadcast fan-out of the reference chat server, in this process over loopback TCP.
 //!
-//! 1. Throughput (criterion): one sender broadcasts to N logged-in receivers (N = 10, 100,
-//!    1000); an iteration is one broadcast delivered to all N. The sender keeps at most
-//!    `WINDOW` broadcasts in flight, so no receiver's queue overflows. Criterion reports the
-//!    time per broadcast and the deliveries per second.
-//! 2. Latency: 2,000 broadcasts, each carrying the time it was sent; every receiver notes
-//!    when it arrived. Printed: broadcasts/s, deliveries/s and the p50/p99/max delivery
-//!    latency over all deliveries, one broadcast at a time and with `WINDOW` in flight.
-//! 3. Memory (measured first): VmRSS of this process before and after opening 1,000 and
-//!    5,000 idle logged-in connections (the clients are plain blocking sockets, so the growth
-//!    is the server's), as bytes per connection.
+//! The server runs on its own multi-threaded runtime (one worker per core, as `reference`
+//! runs it). The clients, one sender and N logged-in receivers, run on a second,
+//! single-threaded runtime driven by the main thread: their tasks never sit in the server's
+//! run queues, though all threads still share the machine's cores.
+//!
+//! 1. Throughput (criterion): one sender broadcasts to N receivers (N = 10, 100, 1000); an
+//!    iteration is one broadcast delivered to all N. The sender keeps at most `WINDOW`
+//!    broadcasts in flight, so no receiver's queue overflows. Criterion reports the time per
+//!    broadcast and the deliveries per second.
+//! 2. Latency: for each N, 100 broadcasts to warm up, then 2,000 measured ones, first one
+//!    at a time (the next is sent once every receiver has the last), then with up to
+//!    `WINDOW` in flight. Each `BROADCAST_REQ` carries the time just before the sender's
+//!    write; a receiver notes the time its read returned, once per read, for every broadcast
+//!    in that read. A sample is the difference, one per delivery (N per broadcast). It spans
+//!    the sender's write, the server (read, hub, queueing, write), loopback TCP and the
+//!    receiver's read, including the wait for its turn on the client thread: that thread
+//!    reads the N sockets one after another, so for the last receivers of 1,000 the figure
+//!    also holds the reads of those before them. Printed: broadcasts/s, deliveries/s, the
+//!    p50/p99/max of the samples, and the CPU time per delivery of the server's threads
+//!    and of the clients' thread (from `/proc/self/task/*/schedstat`): where the time goes,
+//!    whatever else the machine runs meanwhile.
 //!
 //! ```text
 //! cargo bench -p reference-impl --bench chat_fanout
-//! cargo bench -p reference-impl --bench chat_fanout -- --skip-criterion   # 2 and 3 only
+//! cargo bench -p reference-impl --bench chat_fanout -- --skip-criterion   # 2 only
 //! ```
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -28,12 +38,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 
 const RECEIVER_COUNTS: [usize; 3] = [10, 100, 1000];
 /// Broadcasts in flight at most.
 const WINDOW: u64 = 32;
+const WARM_UP_BROADCASTS: u64 = 100;
 const LATENCY_BROADCASTS: u64 = 2000;
-const IDLE_COUNTS: [usize; 2] = [1000, 5000];
+/// How long the sender waits for any delivery before it gives up.
+const PATIENCE: Duration = Duration::from_secs(30);
+/// The name of the server runtime's threads.
+const SERVER_THREAD: &str = "chat-server";
 
 type BenchError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -55,44 +70,104 @@ fn config() -> ServerConfig {
     }
 }
 
+/// The server's runtime and the clients'.
+struct Runtimes {
+    server: Runtime,
+    clients: Runtime,
+}
+
+impl Runtimes {
+    fn new() -> Result<Self, BenchError> {
+        Ok(Self {
+            server: tokio::runtime::Builder::new_multi_thread()
+                .thread_name(SERVER_THREAD)
+                .enable_all()
+                .build()?,
+            clients: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        })
+    }
+
+    /// A server on the server's runtime and `receivers` clients on the clients'.
+    fn open(&self, receivers: usize) -> Result<Room, BenchError> {
+        let server = self.server.block_on(server::spawn(config()))?;
+        self.clients.block_on(Room::open(server, receivers))
+    }
+
+    /// Stops the server, lets the clients see their connections close, and returns the
+    /// latency samples they recorded.
+    fn close(&self, room: Room) -> Vec<u64> {
+        let Room {
+            server,
+            sender,
+            clients,
+            ..
+        } = room;
+        drop(sender);
+        self.server.block_on(server.shutdown());
+        self.clients.block_on(async {
+            tokio::time::timeout(PATIENCE, clients.join_all())
+                .await
+                .map(|samples| samples.concat())
+                .unwrap_or_default()
+        })
+    }
+}
+
 fn run() -> Result<(), BenchError> {
     let skip_criterion = std::env::args().any(|a| a == "--skip-criterion");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtimes = Runtimes::new()?;
     println!(
-        "chat server fan-out, loopback, {} cores",
+        "chat server fan-out, loopback, {} cores; server on its own runtime, the clients on \
+         one other thread",
         std::thread::available_parallelism().map_or(0, usize::from)
     );
-    // Memory first, while the allocator has no freed memory to hand out again.
-    memory(&runtime)?;
     if !skip_criterion {
         let mut criterion = Criterion::default()
             .configure_from_args()
             .sample_size(10)
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(3));
-        throughput(&mut criterion, &runtime)?;
+        throughput(&mut criterion, &runtimes)?;
         criterion.final_summary();
     }
-    latency(&runtime, 1)?;
-    latency(&runtime, WINDOW)?;
+    latency(&runtimes, 1)?;
+    latency(&runtimes, WINDOW)?;
     Ok(())
 }
 
-/// A logged-in sender and N logged-in receivers counting what they get.
+/// What the receivers of a room share with its sender.
+struct Deliveries {
+    /// Lines received, all receivers together.
+    count: AtomicU64,
+    /// The count the sender waits for: the receiver reaching it wakes the sender (and no
+    /// other read does, so the sender's wake-ups do not add to the receivers' latency).
+    wanted: AtomicU64,
+    progress: Notify,
+    /// Broadcasts sent before this time (warm-up) are not recorded.
+    record_from: AtomicU64,
+    /// The clock the stamps count from.
+    base: Instant,
+}
+
+impl Deliveries {
+    fn nanos(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A logged-in sender and N logged-in receivers noting what they get.
 struct Room {
     server: RunningServer,
     sender: tokio::net::tcp::OwnedWriteHalf,
     /// Broadcasts sent.
     sent: u64,
-    receivers: usize,
-    delivered: Arc<AtomicU64>,
-    /// Woken whenever a receiver counted deliveries.
-    progress: Arc<Notify>,
-    /// Latency samples (ns), filled when `record` is on.
-    samples: Arc<std::sync::Mutex<Vec<u64>>>,
-    base: Instant,
+    receivers: u64,
+    deliveries: Arc<Deliveries>,
+    /// The receivers' tasks, which end with their latency samples, and the one reading the
+    /// sender's replies.
+    clients: JoinSet<Vec<u64>>,
 }
 
 async fn login(addr: SocketAddr, name: &str) -> Result<TcpStream, BenchError> {
@@ -115,130 +190,158 @@ async fn login(addr: SocketAddr, name: &str) -> Result<TcpStream, BenchError> {
     Ok(stream)
 }
 
+/// The send stamp of `BROADCAST {"username":"sender","message":"<ns>"}`.
+fn stamp(line: &[u8]) -> Option<u64> {
+    line.strip_suffix(b"\"}")
+        .and_then(|l| l.rsplit(|&b| b == b'"').next())
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .and_then(|t| t.parse().ok())
+}
+
+/// Reads broadcasts until the connection closes; returns the latency of each one recorded
+/// (ns).
+async fn receive(mut stream: TcpStream, deliveries: Arc<Deliveries>) -> Vec<u64> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut partial = Vec::new();
+    let mut samples = Vec::new();
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return samples,
+            Ok(n) => n,
+        };
+        let now = deliveries.nanos();
+        partial.extend_from_slice(&buf[..n]);
+        let record_from = deliveries.record_from.load(Ordering::Relaxed);
+        let mut lines = 0;
+        let mut start = 0;
+        while let Some(end) = partial[start..].iter().position(|&b| b == b'\n') {
+            if let Some(sent) = stamp(&partial[start..start + end])
+                && sent >= record_from
+            {
+                samples.push(now.saturating_sub(sent));
+            }
+            start += end + 1;
+            lines += 1;
+        }
+        partial.drain(..start);
+        let count = deliveries.count.fetch_add(lines, Ordering::Relaxed) + lines;
+        if count >= deliveries.wanted.load(Ordering::Relaxed) {
+            deliveries.progress.notify_one();
+        }
+    }
+}
+
 impl Room {
-    async fn open(receivers: usize) -> Result<Room, BenchError> {
-        let server = server::spawn(config()).await?;
+    /// Logs the receivers and the sender in; run on the clients' runtime.
+    async fn open(server: RunningServer, receivers: usize) -> Result<Room, BenchError> {
         let addr = server.addr();
-        let delivered = Arc::new(AtomicU64::new(0));
-        let progress = Arc::new(Notify::new());
-        let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let base = Instant::now();
+        let deliveries = Arc::new(Deliveries {
+            count: AtomicU64::new(0),
+            wanted: AtomicU64::new(u64::MAX),
+            progress: Notify::new(),
+            record_from: AtomicU64::new(u64::MAX),
+            base: Instant::now(),
+        });
+        let mut clients = JoinSet::new();
         for i in 0..receivers {
-            let mut stream = login(addr, &format!("rcv{i}")).await?;
-            let delivered = delivered.clone();
-            let progress = progress.clone();
-            let samples = samples.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut partial = Vec::new();
-                let mut local = Vec::new();
-                loop {
-                    let n = match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    let now = base.elapsed().as_nanos() as u64;
-                    partial.extend_from_slice(&buf[..n]);
-                    let mut lines = 0;
-                    while let Some(i) = partial.iter().position(|&b| b == b'\n') {
-                        // BROADCAST {"username":"sender","message":"<sent at, ns>"}
-                        let line = &partial[..i];
-                        if let Some(sent) = line
-                            .strip_suffix(b"\"}")
-                            .and_then(|l| l.rsplit(|&b| b == b'"').next())
-                            .and_then(|t| std::str::from_utf8(t).ok())
-                            .and_then(|t| t.parse::<u64>().ok())
-                        {
-                            local.push(now.saturating_sub(sent));
-                        }
-                        partial.drain(..=i);
-                        lines += 1;
-                    }
-                    if !local.is_empty() {
-                        samples
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .append(&mut local);
-                    }
-                    delivered.fetch_add(lines, Ordering::Relaxed);
-                    progress.notify_one();
-                }
-            });
+            let stream = login(addr, &format!("rcv{i}")).await?;
+            clients.spawn(receive(stream, deliveries.clone()));
         }
         let sender = login(addr, "sender").await?;
         let (mut read, write) = sender.into_split();
         // The sender's own BROADCAST_RESPs: read and dropped.
-        tokio::spawn(async move {
+        clients.spawn(async move {
             let mut buf = vec![0u8; 64 * 1024];
             while matches!(read.read(&mut buf).await, Ok(n) if n > 0) {}
+            Vec::new()
         });
         Ok(Room {
             server,
             sender: write,
             sent: 0,
-            receivers,
-            delivered,
-            progress,
-            samples,
-            base,
+            receivers: receivers as u64,
+            deliveries,
+            clients,
         })
     }
 
     /// Sends `count` broadcasts, at most `window` in flight, and waits until all are
-    /// delivered.
+    /// delivered; run on the clients' runtime.
     async fn broadcast(&mut self, count: u64, window: u64) -> Result<(), BenchError> {
-        let n = self.receivers as u64;
-        let target = (self.sent + count) * n;
+        let n = self.receivers;
         for _ in 0..count {
-            while self.sent * n - self.delivered.load(Ordering::Relaxed) >= window * n {
-                self.wait_progress().await?;
-            }
-            let stamp = self.base.elapsed().as_nanos();
+            // Room for one more: fewer than `window` broadcasts not delivered to everyone.
+            let delivered = (self.sent + 1).saturating_sub(window) * n;
+            self.wait_for(delivered).await?;
+            let stamp = self.deliveries.nanos();
             self.sender
                 .write_all(format!("BROADCAST_REQ {{\"message\":\"{stamp}\"}}\n").as_bytes())
                 .await?;
             self.sent += 1;
         }
-        while self.delivered.load(Ordering::Relaxed) < target {
-            self.wait_progress().await?;
+        self.wait_for(self.sent * n).await
+    }
+
+    /// Waits until `count` lines are delivered, all receivers together.
+    async fn wait_for(&self, count: u64) -> Result<(), BenchError> {
+        let deliveries = &self.deliveries;
+        deliveries.wanted.store(count, Ordering::Relaxed);
+        // A wake-up may be left from an earlier wait: the count is checked again.
+        while deliveries.count.load(Ordering::Relaxed) < count {
+            tokio::time::timeout(PATIENCE, deliveries.progress.notified())
+                .await
+                .map_err(|_| format!("no delivery for {PATIENCE:?}: a receiver was dropped?"))?;
         }
         Ok(())
     }
-
-    async fn wait_progress(&self) -> Result<(), BenchError> {
-        tokio::time::timeout(Duration::from_secs(30), self.progress.notified())
-            .await
-            .map_err(|_| "no delivery for 30 s: a receiver was dropped?".into())
-    }
 }
 
-fn throughput(criterion: &mut Criterion, runtime: &Runtime) -> Result<(), BenchError> {
+fn throughput(criterion: &mut Criterion, runtimes: &Runtimes) -> Result<(), BenchError> {
     let mut group = criterion.benchmark_group("broadcast_fanout");
     for n in RECEIVER_COUNTS {
-        let room = runtime.block_on(Room::open(n))?;
-        let room = std::sync::Mutex::new(room);
+        let room = Mutex::new(runtimes.open(n)?);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter_custom(|iters| {
-                let mut room = room
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut room = room.lock().unwrap_or_else(PoisonError::into_inner);
                 let start = Instant::now();
-                if let Err(e) = runtime.block_on(room.broadcast(iters, WINDOW)) {
+                if let Err(e) = runtimes.clients.block_on(room.broadcast(iters, WINDOW)) {
                     panic!("{e}");
                 }
                 start.elapsed()
             });
         });
-        let room = room
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        runtime.block_on(room.server.shutdown());
+        runtimes.close(room.into_inner().unwrap_or_else(PoisonError::into_inner));
     }
     group.finish();
     Ok(())
 }
 
+/// CPU time of this process's threads so far, in nanoseconds: the server runtime's, and
+/// the others' (the clients'). `None` where the kernel does not tell.
+fn cpu_times() -> Option<(u64, u64)> {
+    let mut server = 0;
+    let mut others = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let path = task.path();
+        // A thread may end between the listing and the reads: it is skipped.
+        let (Ok(comm), Ok(schedstat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("schedstat")),
+        ) else {
+            continue;
+        };
+        let ns: u64 = schedstat.split_whitespace().next()?.parse().ok()?;
+        if comm.trim_end() == SERVER_THREAD {
+            server += ns;
+        } else {
+            others += ns;
+        }
+    }
+    Some((server, others))
+}
+
+/// The `p` quantile of sorted nanoseconds, in microseconds.
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -247,115 +350,67 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-fn latency(runtime: &Runtime, window: u64) -> Result<(), BenchError> {
+fn latency(runtimes: &Runtimes, window: u64) -> Result<(), BenchError> {
     println!();
     println!(
-        "latency: {LATENCY_BROADCASTS} broadcasts, at most {window} in flight, from the sender's \
-         write to each receiver's read"
+        "latency: {LATENCY_BROADCASTS} broadcasts, at most {window} in flight, from just \
+         before the sender's write to the return of each receiver's read"
     );
     println!(
-        "{:>9} {:>12} {:>14} {:>10} {:>10} {:>10}",
-        "receivers", "broadcast/s", "deliveries/s", "p50 us", "p99 us", "max us"
+        "{:>9} {:>12} {:>14} {:>10} {:>10} {:>10} {:>14} {:>14}",
+        "receivers",
+        "broadcast/s",
+        "deliveries/s",
+        "p50 us",
+        "p99 us",
+        "max us",
+        "server CPU us",
+        "client CPU us"
     );
     for n in RECEIVER_COUNTS {
-        runtime.block_on(async {
-            let mut room = Room::open(n).await?;
-            room.broadcast(100, window).await?;
-            room.samples
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clear();
+        let mut room = runtimes.open(n)?;
+        let measured = runtimes.clients.block_on(async {
+            room.broadcast(WARM_UP_BROADCASTS, window).await?;
+            let deliveries = &room.deliveries;
+            deliveries
+                .record_from
+                .store(deliveries.nanos(), Ordering::Relaxed);
+            let cpu_before = cpu_times();
             let start = Instant::now();
             room.broadcast(LATENCY_BROADCASTS, window).await?;
             let elapsed = start.elapsed().as_secs_f64();
-            let mut samples = std::mem::take(
-                &mut *room
-                    .samples
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
-            samples.sort_unstable();
-            println!(
-                "{n:>9} {:>12.0} {:>14.0} {:>10.0} {:>10.0} {:>10.0}",
-                LATENCY_BROADCASTS as f64 / elapsed,
-                (LATENCY_BROADCASTS * n as u64) as f64 / elapsed,
-                percentile(&samples, 0.50),
-                percentile(&samples, 0.99),
-                percentile(&samples, 1.0),
-            );
-            room.server.shutdown().await;
-            Ok::<_, BenchError>(())
-        })?;
-    }
-    Ok(())
-}
-
-/// VmRSS of this process in bytes.
-fn rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// The soft limit on open files.
-fn open_file_limit() -> Option<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
-}
-
-/// Logs in with a plain blocking socket and keeps it open.
-fn idle_login(addr: SocketAddr, name: &str) -> Result<std::net::TcpStream, BenchError> {
-    let stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    (&stream).write_all(format!("LOGIN {{\"username\":\"{name}\"}}\n").as_bytes())?;
-    let mut reader = BufReader::with_capacity(256, &stream);
-    let mut line = String::new();
-    for _ in 0..2 {
-        line.clear();
-        reader.read_line(&mut line)?;
-    }
-    if !line.starts_with("LOGIN_RESP {\"status\":\"OK\"") {
-        return Err(format!("{name}: {line:?}").into());
-    }
-    Ok(stream)
-}
-
-fn memory(runtime: &Runtime) -> Result<(), BenchError> {
-    println!();
-    println!("memory per idle logged-in connection (VmRSS growth of the whole process)");
-    let fd_room = open_file_limit().map_or(usize::MAX, |l| l.saturating_sub(256) / 2);
-    for wanted in IDLE_COUNTS {
-        let n = wanted.min(fd_room);
-        if n < wanted {
-            println!("  (open-file limit: {n} connections instead of {wanted})");
+            Ok::<_, BenchError>((elapsed, cpu_before.zip(cpu_times())))
+        });
+        let mut samples = runtimes.close(room);
+        let (elapsed, cpu) = measured?;
+        let deliveries = LATENCY_BROADCASTS * n as u64;
+        if samples.len() as u64 != deliveries {
+            return Err(format!(
+                "{n} receivers recorded {} deliveries of {deliveries}",
+                samples.len()
+            )
+            .into());
         }
-        let server = runtime.block_on(server::spawn(config()))?;
-        let addr = server.addr();
-        // A few connections first, so one-off allocations are not counted.
-        let mut clients = (0..16)
-            .map(|i| idle_login(addr, &format!("warm{i}")))
-            .collect::<Result<Vec<_>, _>>()?;
-        std::thread::sleep(Duration::from_millis(200));
-        let before = rss().ok_or("cannot read VmRSS from /proc/self/status")?;
-        let start = Instant::now();
-        for i in 0..n {
-            clients.push(idle_login(addr, &format!("idle{i}"))?);
-        }
-        let took = start.elapsed();
-        std::thread::sleep(Duration::from_millis(500));
-        let after = rss().ok_or("cannot read VmRSS")?;
+        samples.sort_unstable();
+        // CPU microseconds per delivery.
+        let per_delivery = |before: u64, after: u64| {
+            after.saturating_sub(before) as f64 / deliveries as f64 / 1000.0
+        };
+        let (server_cpu, client_cpu) = cpu.map_or((f64::NAN, f64::NAN), |(before, after)| {
+            (
+                per_delivery(before.0, after.0),
+                per_delivery(before.1, after.1),
+            )
+        });
         println!(
-            "{n:>9} connections: VmRSS {:.1} MiB -> {:.1} MiB, {:.0} bytes per connection \
-             (logins took {:.2} s)",
-            before as f64 / 1048576.0,
-            after as f64 / 1048576.0,
-            after.saturating_sub(before) as f64 / n as f64,
-            took.as_secs_f64()
+            "{n:>9} {:>12.0} {:>14.0} {:>10.0} {:>10.0} {:>10.0} {server_cpu:>14.2} \
+             {client_cpu:>14.2}",
+            LATENCY_BROADCASTS as f64 / elapsed,
+            deliveries as f64 / elapsed,
+            percentile(&samples, 0.50),
+            percentile(&samples, 0.99),
+            percentile(&samples, 1.0),
         );
-        drop(clients);
-        runtime.block_on(server.shutdown());
     }
     Ok(())
 }

@@ -1,13 +1,15 @@
 //! The state every connection shares: who is connected and logged in, the game, the file
 //! transfers. The hub runs under one lock and never waits: it answers a message by queueing
-//! lines for the clients concerned (a full queue marks its client for disconnection).
+//! lines for the clients concerned (a full queue marks its client for disconnection). The
+//! queues it made non-empty are written out once the lock is released ([`HubGuard`]).
+//!
+//! [`HubGuard`]: super::server::HubGuard
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
-use tracing::debug;
 
 use super::codec::{
     ClientMessage, Code, Guess, PublicKey, SecureEnvelope, ServerMessage, TransferAccepted,
@@ -15,7 +17,7 @@ use super::codec::{
 };
 use super::fault::Fault;
 use super::game::{GameId, Games, MAX_SECRET, MIN_SECRET, WindowEnd};
-use super::server::{Line, Settings, Shared};
+use super::server::{Line, Outbox, Pushed, Settings, Shared};
 use super::transfer::{self, NewTransfer, Transfers};
 
 /// Identifies a connection for the life of the server.
@@ -37,21 +39,11 @@ pub(crate) enum Effect {
 
 #[derive(Debug)]
 struct Peer {
-    tx: mpsc::Sender<Line>,
-    kill: Arc<Notify>,
+    outbox: Arc<Outbox>,
     username: Option<String>,
     /// Who answered this user's last secure-message request: where a `SECURE_MESSAGE` that
     /// names no receiver goes.
     secure_peer: Option<String>,
-}
-
-impl Peer {
-    fn send(&self, line: &Line) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(line.clone()) {
-            debug!("a client's queue is full: disconnecting it");
-            self.kill.notify_one();
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -65,6 +57,8 @@ pub(crate) struct Hub {
     next_id: ConnId,
     games: Games,
     pub(crate) transfers: Transfers,
+    /// Outboxes this hub's user made non-empty, to be written out once the lock is released.
+    flush: RefCell<Vec<Arc<Outbox>>>,
 }
 
 impl Hub {
@@ -77,18 +71,18 @@ impl Hub {
             order: Vec::new(),
             by_name: HashMap::new(),
             next_id: 1,
+            flush: RefCell::new(Vec::new()),
         }
     }
 
     /// Registers a new connection.
-    pub(crate) fn connect(&mut self, tx: mpsc::Sender<Line>, kill: Arc<Notify>) -> ConnId {
+    pub(crate) fn connect(&mut self, outbox: Arc<Outbox>) -> ConnId {
         let id = self.next_id;
         self.next_id += 1;
         self.conns.insert(
             id,
             Peer {
-                tx,
-                kill,
+                outbox,
                 username: None,
                 secure_peer: None,
             },
@@ -134,9 +128,22 @@ impl Hub {
         self.settings.encode(message)
     }
 
+    /// The outboxes made non-empty since the last call: the caller writes them out once it
+    /// has released the lock.
+    pub(crate) fn take_flush(&mut self) -> Vec<Arc<Outbox>> {
+        std::mem::take(self.flush.get_mut())
+    }
+
+    /// Queues a line for a connection (one line, shared by every queue it goes to).
+    fn send(&self, peer: &Peer, line: &Line) {
+        if peer.outbox.push(line.clone()) == Pushed::First {
+            self.flush.borrow_mut().push(peer.outbox.clone());
+        }
+    }
+
     fn to_conn(&self, id: ConnId, message: &ServerMessage) {
         if let Some(peer) = self.conns.get(&id) {
-            peer.send(&self.line(message));
+            self.send(peer, &self.line(message));
         }
     }
 
@@ -144,7 +151,7 @@ impl Hub {
     fn to_user(&self, name: &str, message: &ServerMessage) -> bool {
         match self.by_name.get(name).and_then(|id| self.conns.get(id)) {
             Some(peer) => {
-                peer.send(&self.line(message));
+                self.send(peer, &self.line(message));
                 true
             }
             None => false,
@@ -158,7 +165,7 @@ impl Hub {
             if *id != except
                 && let Some(peer) = self.conns.get(id)
             {
-                peer.send(&line);
+                self.send(peer, &line);
             }
         }
     }

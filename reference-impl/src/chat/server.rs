@@ -6,9 +6,11 @@
 //! accept -> over max_connections? close at once
 //!        -> WELCOME; then loop { read; cut lines; answer each; timers: PING, PONG deadline }
 //!
-//! every message to a client goes through its bounded queue (max_queue lines), written by
-//! the connection's writer task; a client whose queue is full, or whose writes stall for
-//! write_timeout, is disconnected (it does not read), so nobody's memory grows for it;
+//! every message to a client goes through its bounded queue (max_queue lines): whoever
+//! queues into an empty queue writes it out at once without blocking (after the hub's lock
+//! is released), and only what the socket does not take is left to the connection's writer
+//! task; a client whose queue is full, or whose writes stall for write_timeout, is
+//! disconnected (it does not read), so nobody's memory grows for it;
 //! a client's own next line is served only once its queue has room for the replies
 //!
 //! a line over max_line       DSCN {"reason":7001}, close
@@ -24,14 +26,15 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Notify, Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -83,8 +86,14 @@ const READ_CHUNK: usize = 4096;
 /// Queue slots a line waits for before it is served: the most replies one line causes to
 /// its own client.
 const OWN_REPLY_ROOM: usize = 4;
-/// Bytes the writer joins into one write when lines queue up.
+/// Bytes joined into one write when lines queue up.
 const MAX_WRITE: usize = 64 * 1024;
+/// Lines joined into one write when lines queue up.
+const MAX_WRITE_LINES: usize = 64;
+/// Lines of one client served before what they queued is written out. A line queues at
+/// most one line for each other client, so a quarter of `max_queue` at most (see
+/// [`Connection::next_lines`]) never fills the queue of a client that reads.
+const MAX_LINES_PER_FLUSH: usize = 32;
 
 /// Configuration of a chat server. `Default` follows the spec.
 #[derive(Debug, Clone)]
@@ -283,8 +292,299 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn hub(&self) -> MutexGuard<'_, Hub> {
-        self.hub.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The hub, locked. The lines it queues into empty queues are written out when the
+    /// guard is dropped, after the lock is released.
+    pub(crate) fn hub(&self) -> HubGuard<'_> {
+        HubGuard {
+            hub: Some(self.hub.lock().unwrap_or_else(PoisonError::into_inner)),
+        }
+    }
+}
+
+/// The locked hub; see [`Shared::hub`].
+pub(crate) struct HubGuard<'a> {
+    /// `None` only while dropping.
+    hub: Option<MutexGuard<'a, Hub>>,
+}
+
+impl Deref for HubGuard<'_> {
+    type Target = Hub;
+
+    fn deref(&self) -> &Hub {
+        self.hub
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("the hub is only taken on drop"))
+    }
+}
+
+impl DerefMut for HubGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Hub {
+        self.hub
+            .as_deref_mut()
+            .unwrap_or_else(|| unreachable!("the hub is only taken on drop"))
+    }
+}
+
+impl HubGuard<'_> {
+    /// Leaves the queues made non-empty so far to the caller, who flushes them later; they
+    /// wait for that (others queueing behind take it that someone writes).
+    pub(crate) fn defer_flush(&mut self, into: &mut Vec<Arc<Outbox>>) {
+        into.append(&mut self.take_flush());
+    }
+}
+
+impl Drop for HubGuard<'_> {
+    fn drop(&mut self) {
+        let Some(mut hub) = self.hub.take() else {
+            return;
+        };
+        let flush = hub.take_flush();
+        // The writes are system calls: nobody waits for the hub while they run. Every line
+        // is already in its queue, in the hub's order, so the order holds whoever writes.
+        drop(hub);
+        for outbox in flush {
+            outbox.flush();
+        }
+    }
+}
+
+/// What [`Outbox::push`] did with a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// The queue was empty: the caller has to [`Outbox::flush`] it.
+    First,
+    /// Queued behind others, which someone is already writing.
+    Queued,
+    /// Not queued: the queue is full (the client is told to go), or the client is going.
+    Refused,
+}
+
+/// The lines waiting for one client, and the socket they go to.
+///
+/// A line is pushed under the hub's lock (or by the connection itself); the one who pushed
+/// into an empty queue then writes the queue out with non-blocking writes, so a client that
+/// reads costs one system call per line and no task wake-up. What the socket does not take
+/// at once is left to the connection's writer task, which waits until the socket is
+/// writable. Every write happens under the queue's lock from the front of the queue, so a
+/// client gets its lines in the order they were queued, whoever writes them.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    write: OwnedWriteHalf,
+    queue: Mutex<Queue>,
+    max_queue: usize,
+    /// Wakes the writer task: a write would block, or the connection ended.
+    writer: Notify,
+    /// Wakes the connection waiting for room in the queue.
+    room: Notify,
+    /// Wakes the connection to end it: its queue overflowed or a write failed.
+    kill: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    /// Lines not completely written, oldest first.
+    lines: VecDeque<Line>,
+    /// Bytes of the first line already written.
+    written: usize,
+    /// A write would block: the writer task writes the rest once the socket takes more.
+    blocked: bool,
+    /// No more lines come: the writer writes what is left, then finishes.
+    closed: bool,
+    /// The queue overflowed or a write failed: nothing more is queued or written.
+    dead: bool,
+    /// The connection waits for room.
+    wants_room: bool,
+}
+
+/// What the writer task does next.
+enum WriterStep {
+    /// Nothing to write: wait to be woken.
+    Sleep,
+    /// Wait until the socket is writable, then write.
+    AwaitWritable,
+    /// Write what is queued (the connection ended; anyone else may have stopped writing).
+    Write,
+    /// Finish.
+    Done,
+}
+
+impl Outbox {
+    fn new(write: OwnedWriteHalf, max_queue: usize) -> Self {
+        Self {
+            write,
+            queue: Mutex::new(Queue::default()),
+            max_queue,
+            writer: Notify::new(),
+            room: Notify::new(),
+            kill: Notify::new(),
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a line. A full queue refuses it and tells the connection to end.
+    pub(crate) fn push(&self, line: Line) -> Pushed {
+        let mut queue = self.queue();
+        if queue.dead || queue.closed {
+            return Pushed::Refused;
+        }
+        if queue.lines.len() >= self.max_queue {
+            queue.dead = true;
+            drop(queue);
+            debug!("a client's queue is full: disconnecting it");
+            self.kill.notify_one();
+            return Pushed::Refused;
+        }
+        // Lines already queued are being written by whoever queued the first of them, or
+        // by the writer task: they take this one along.
+        let first = queue.lines.is_empty() && !queue.blocked;
+        queue.lines.push_back(line);
+        if first { Pushed::First } else { Pushed::Queued }
+    }
+
+    /// Writes what the socket takes without waiting; the rest is left to the writer task.
+    pub(crate) fn flush(&self) {
+        let mut queue = self.queue();
+        if !queue.blocked {
+            self.write_queued(&mut queue);
+        }
+    }
+
+    /// Queues a line and writes it out if it is first; `false` if it was refused.
+    fn send(&self, line: Line) -> bool {
+        match self.push(line) {
+            Pushed::First => {
+                self.flush();
+                true
+            }
+            Pushed::Queued => true,
+            Pushed::Refused => false,
+        }
+    }
+
+    /// Writes queued lines until none is left or the socket would block; returns whether
+    /// any byte was written. Joins waiting lines into one write.
+    fn write_queued(&self, queue: &mut Queue) -> bool {
+        let mut progress = false;
+        while !queue.lines.is_empty() && !queue.dead {
+            let (written, bytes) = self.try_write(queue);
+            match written {
+                Ok(n) if n > 0 || bytes == 0 => {
+                    progress |= n > 0;
+                    queue.consume(n);
+                }
+                Ok(_) => {
+                    self.fail(queue, "write failed: the socket takes no more bytes");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    queue.blocked = true;
+                    self.writer.notify_one();
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => self.fail(queue, &format!("write failed: {e}")),
+            }
+        }
+        if progress && queue.wants_room {
+            queue.wants_room = false;
+            self.room.notify_one();
+        }
+        progress
+    }
+
+    /// One non-blocking write of the queued bytes (as many lines as one write takes); the
+    /// result and the bytes offered.
+    fn try_write(&self, queue: &Queue) -> (std::io::Result<usize>, usize) {
+        let mut lines = queue.lines.iter();
+        let first = lines
+            .next()
+            .and_then(|line| line.get(queue.written..))
+            .unwrap_or_default();
+        if queue.lines.len() == 1 {
+            // The usual case: `send` is cheaper than `writev`.
+            return (self.write.try_write(first), first.len());
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_WRITE_LINES];
+        slices[0] = IoSlice::new(first);
+        let mut count = 1;
+        let mut bytes = first.len();
+        for line in lines {
+            if count == MAX_WRITE_LINES || bytes >= MAX_WRITE {
+                break;
+            }
+            slices[count] = IoSlice::new(line);
+            count += 1;
+            bytes += line.len();
+        }
+        (self.write.try_write_vectored(&slices[..count]), bytes)
+    }
+
+    fn fail(&self, queue: &mut Queue, why: &str) {
+        debug!("{why}");
+        queue.dead = true;
+        self.kill.notify_one();
+    }
+
+    /// Waits until `wanted` more lines fit in the queue (or the client is going anyway).
+    async fn room(&self, wanted: usize) {
+        loop {
+            let notified = self.room.notified();
+            {
+                let mut queue = self.queue();
+                if queue.dead || self.max_queue.saturating_sub(queue.lines.len()) >= wanted {
+                    return;
+                }
+                queue.wants_room = true;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether `wanted` more lines fit in the queue now.
+    fn has_room(&self, wanted: usize) -> bool {
+        self.max_queue.saturating_sub(self.queue().lines.len()) >= wanted
+    }
+
+    /// No more lines come: the writer task writes what is left and finishes.
+    fn close(&self) {
+        self.queue().closed = true;
+        self.writer.notify_one();
+    }
+
+    /// Nothing more is written.
+    fn abandon(&self) {
+        self.queue().dead = true;
+    }
+
+    fn writer_step(&self) -> WriterStep {
+        let queue = self.queue();
+        if queue.dead || (queue.closed && queue.lines.is_empty()) {
+            WriterStep::Done
+        } else if queue.blocked {
+            WriterStep::AwaitWritable
+        } else if queue.closed {
+            WriterStep::Write
+        } else {
+            WriterStep::Sleep
+        }
+    }
+}
+
+impl Queue {
+    /// Drops `n` written bytes from the front.
+    fn consume(&mut self, mut n: usize) {
+        while let Some(front) = self.lines.front() {
+            let rest = front.len().saturating_sub(self.written);
+            if n < rest {
+                self.written += n;
+                return;
+            }
+            n -= rest;
+            self.lines.pop_front();
+            self.written = 0;
+        }
     }
 }
 
@@ -475,21 +775,21 @@ enum End {
 async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let settings = shared.settings.clone();
     let (read, write) = tcp.into_split();
-    let (tx, rx) = mpsc::channel::<Line>(settings.max_queue);
-    let kill = Arc::new(Notify::new());
-    let id = shared.hub().connect(tx.clone(), kill.clone());
+    let outbox = Arc::new(Outbox::new(write, settings.max_queue));
+    let id = shared.hub().connect(outbox.clone());
     let registration = Registration {
         shared: shared.clone(),
         id,
     };
-    let writer = tokio::spawn(write_loop(write, rx, kill.clone(), settings.write_timeout));
+    let writer = tokio::spawn(write_loop(outbox.clone(), settings.write_timeout));
     debug!(%peer, id, "connected");
     let now = Instant::now();
     let mut connection = Connection {
         id,
         shared: shared.clone(),
         decoder: LineDecoder::with_max_line(settings.max_line),
-        tx,
+        outbox: outbox.clone(),
+        unflushed: Vec::new(),
         lines: VecDeque::new(),
         next_ping: settings
             .faults
@@ -501,22 +801,28 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     connection.send(&ServerMessage::Welcome {
         msg: settings.welcome.clone(),
     });
-    let end = connection.serve(&read, &kill).await;
+    let end = connection.serve(&read).await;
     debug!(%peer, id, "connection ends: {end:?}");
+    if end == End::Dropped {
+        outbox.abandon();
+    }
     drop(registration);
+    // Closes the outbox: the writer writes what is left and finishes.
     drop(connection);
     drop(read);
     if end == End::Dropped {
         writer.abort();
     } else {
-        // The writer ends once the queue is drained: every sender is gone now.
         let _ = tokio::time::timeout(settings.write_timeout, writer).await;
     }
+    // The last holder of the outbox drops the write half, which sends FIN; that is this
+    // task, unless a hub user is still flushing its lines.
+    drop(outbox);
 }
 
 /// A connection's entry in the hub, forgotten when dropped: however the connection's task
-/// ends, by a panic too, its user leaves and the hub lets go of its queue's sender (so the
-/// writer finishes and the socket closes).
+/// ends, by a panic too, its user leaves and the hub lets go of its outbox (so the writer
+/// finishes and the socket closes).
 struct Registration {
     shared: Arc<Shared>,
     id: ConnId,
@@ -528,42 +834,47 @@ impl Drop for Registration {
     }
 }
 
-/// Writes queued lines, joining those that wait into one write, until every sender is gone;
-/// then sends FIN. A failed or stalled write wakes the reader with `kill`.
-async fn write_loop(
-    mut write: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Line>,
-    kill: Arc<Notify>,
-    write_timeout: Duration,
-) {
-    let mut buf = Vec::new();
-    while let Some(line) = rx.recv().await {
-        buf.clear();
-        buf.extend_from_slice(&line);
-        while buf.len() < MAX_WRITE {
-            match rx.try_recv() {
-                Ok(line) => buf.extend_from_slice(&line),
-                Err(_) => break,
+/// Writes what the socket did not take at once, whenever it takes more, until the
+/// connection ended and its queue is empty. A stall of `write_timeout` (lines wait and not
+/// a byte goes out) or a failed write wakes the connection to end it.
+async fn write_loop(outbox: Arc<Outbox>, write_timeout: Duration) {
+    // When the lines waiting now started to wait for the socket.
+    let mut stalled_since: Option<Instant> = None;
+    loop {
+        match outbox.writer_step() {
+            WriterStep::Done => return,
+            WriterStep::Sleep => {
+                stalled_since = None;
+                outbox.writer.notified().await;
             }
-        }
-        match tokio::time::timeout(write_timeout, write.write_all(&buf)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                debug!("write failed: {e}");
-                kill.notify_one();
-                return;
+            WriterStep::AwaitWritable => {
+                let deadline = *stalled_since.get_or_insert_with(Instant::now) + write_timeout;
+                match tokio::time::timeout_at(deadline, outbox.write.writable()).await {
+                    Ok(Ok(())) => {
+                        let mut queue = outbox.queue();
+                        queue.blocked = false;
+                        if outbox.write_queued(&mut queue) {
+                            stalled_since = None;
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        outbox.fail(&mut outbox.queue(), &format!("write failed: {e}"));
+                        return;
+                    }
+                    Err(_) => {
+                        let why =
+                            format!("write stalled for {write_timeout:?}: dropping the client");
+                        outbox.fail(&mut outbox.queue(), &why);
+                        return;
+                    }
+                }
             }
-            Err(_) => {
-                debug!("write stalled for {write_timeout:?}: dropping the client");
-                kill.notify_one();
-                return;
+            WriterStep::Write => {
+                let mut queue = outbox.queue();
+                outbox.write_queued(&mut queue);
             }
-        }
-        if buf.capacity() > MAX_WRITE * 2 {
-            buf = Vec::new();
         }
     }
-    let _ = tokio::time::timeout(write_timeout, write.shutdown()).await;
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -583,13 +894,24 @@ struct Connection {
     id: ConnId,
     shared: Arc<Shared>,
     decoder: LineDecoder,
-    /// Own sender: replies go through the same queue as everything else for this client.
-    tx: mpsc::Sender<Line>,
+    /// Replies go through the same queue as everything else for this client.
+    outbox: Arc<Outbox>,
+    /// Queues the hub made non-empty for the lines being served, written out after them.
+    unflushed: Vec<Arc<Outbox>>,
     /// Lines read and not served yet (at most one read's worth).
     lines: VecDeque<Result<Vec<u8>, LineError>>,
     next_ping: Option<Instant>,
     ping_pending: bool,
     pong_deadline: Option<Instant>,
+}
+
+impl Drop for Connection {
+    /// However the connection ends, by a panic too, nothing more is queued for its client
+    /// (the hub let go of it first): the writer writes what is left and finishes.
+    fn drop(&mut self) {
+        self.flush();
+        self.outbox.close();
+    }
 }
 
 impl Connection {
@@ -603,14 +925,10 @@ impl Connection {
 
     /// Queues a message for this client; `false` if its queue is full (it does not read).
     fn send(&self, message: &ServerMessage) -> bool {
-        let line = self.settings().encode(message);
-        !matches!(
-            self.tx.try_send(line),
-            Err(mpsc::error::TrySendError::Full(_))
-        )
+        self.outbox.send(self.settings().encode(message))
     }
 
-    async fn serve(&mut self, read: &OwnedReadHalf, kill: &Notify) -> End {
+    async fn serve(&mut self, read: &OwnedReadHalf) -> End {
         let mut stop = self.shared.stop.clone();
         // Lines are served one at a time, each once the client's queue has room for the
         // replies one line can cause: a client that sends and does not read is slowed down
@@ -620,12 +938,12 @@ impl Connection {
             if *stop.borrow_and_update() {
                 return End::Shutdown;
             }
-            let tx = self.tx.clone();
+            let outbox = self.outbox.clone();
             let has_lines = !self.lines.is_empty();
             tokio::select! {
                 biased;
                 _ = stop.changed() => return End::Shutdown,
-                () = kill.notified() => return End::Dropped,
+                () = outbox.kill.notified() => return End::Dropped,
                 () = sleep_until(self.pong_deadline) => {
                     debug!(id = self.id, "no PONG in time");
                     self.send(&ServerMessage::Dscn { reason: Some(code::PONG_TIMEOUT) });
@@ -636,9 +954,10 @@ impl Connection {
                         return end;
                     }
                 }
-                permit = tx.reserve_many(room), if has_lines => {
-                    drop(permit);
-                    if let Next::End(end) = self.next_line() {
+                () = outbox.room(room), if has_lines => {
+                    let next = self.next_lines(room);
+                    self.flush();
+                    if let Next::End(end) = next {
                         return end;
                     }
                 }
@@ -694,6 +1013,32 @@ impl Connection {
         }
     }
 
+    /// Serves the lines read, oldest first, while this client's queue has `room` for the
+    /// replies, a few at most. What they queue for others is written out afterwards
+    /// ([`Self::flush`]), so lines that came together leave together: one write per client
+    /// for all of them.
+    fn next_lines(&mut self, room: usize) -> Next {
+        let most = MAX_LINES_PER_FLUSH
+            .min(self.settings().max_queue / 4)
+            .max(1);
+        for _ in 0..most {
+            if let Next::End(end) = self.next_line() {
+                return Next::End(end);
+            }
+            if self.lines.is_empty() || !self.outbox.has_room(room) {
+                break;
+            }
+        }
+        Next::Continue
+    }
+
+    /// Writes out the queues the lines served made non-empty.
+    fn flush(&mut self) {
+        for outbox in self.unflushed.drain(..) {
+            outbox.flush();
+        }
+    }
+
     /// Serves the oldest line read.
     fn next_line(&mut self) -> Next {
         match self.lines.pop_front() {
@@ -739,7 +1084,10 @@ impl Connection {
             return self.pong();
         }
         let now = Instant::now();
-        let effect = self.shared.hub().handle(self.id, message, now);
+        let mut hub = self.shared.hub();
+        let effect = hub.handle(self.id, message, now);
+        hub.defer_flush(&mut self.unflushed);
+        drop(hub);
         match effect {
             Effect::None => {}
             Effect::LoggedIn => {
@@ -782,5 +1130,109 @@ impl Connection {
         } else {
             Next::End(End::Dropped)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    use super::*;
+
+    /// A deadline against hanging, far above what any step takes.
+    const PATIENCE: Duration = Duration::from_secs(20);
+
+    fn line(text: &str) -> Line {
+        text.as_bytes().into()
+    }
+
+    #[test]
+    fn consume_drops_written_lines_and_remembers_a_partial_one() {
+        let mut queue = Queue::default();
+        for text in ["abc\n", "de\n", "fghi\n"] {
+            queue.lines.push_back(line(text));
+        }
+        queue.consume(2);
+        assert_eq!((queue.lines.len(), queue.written), (3, 2));
+        queue.consume(4);
+        assert_eq!((queue.lines.len(), queue.written), (2, 2));
+        queue.consume(6);
+        assert!(queue.lines.is_empty());
+        assert_eq!(queue.written, 0);
+    }
+
+    /// Logs in; returns the connection past `LOGIN_RESP`.
+    async fn login(addr: SocketAddr, name: &str) -> BufReader<TcpStream> {
+        let mut stream = BufReader::new(TcpStream::connect(addr).await.unwrap());
+        let request = format!("LOGIN {{\"username\":\"{name}\"}}\n");
+        stream
+            .get_mut()
+            .write_all(request.as_bytes())
+            .await
+            .unwrap();
+        let mut text = String::new();
+        for _ in 0..2 {
+            text.clear();
+            stream.read_line(&mut text).await.unwrap();
+        }
+        assert_eq!(text, "LOGIN_RESP {\"status\":\"OK\"}\n");
+        stream
+    }
+
+    /// Far more than the socket buffers hold goes to a client that reads nothing meanwhile:
+    /// the lines wait in its queue, partly written lines are finished by the writer task,
+    /// and every line arrives whole and in order once the client reads.
+    #[tokio::test]
+    async fn lines_keep_their_order_when_the_socket_is_full() {
+        const COUNT: usize = 10_000;
+        let server = spawn(ServerConfig {
+            joined: false,
+            ping_interval: Duration::from_secs(3600),
+            max_queue: COUNT + 16,
+            ..ServerConfig::default()
+        })
+        .await
+        .unwrap();
+        let mut bob = login(server.addr(), "bob").await;
+        let alice = login(server.addr(), "alice").await;
+        let (alice_read, mut alice_write) = alice.into_inner().into_split();
+        // Lines of 950 bytes or so, under the 1024-byte limit.
+        let padding = "x".repeat(900);
+        let sending = tokio::spawn(async move {
+            for i in 0..COUNT {
+                let request = format!("BROADCAST_REQ {{\"message\":\"{i} {padding}\"}}\n");
+                alice_write.write_all(request.as_bytes()).await.unwrap();
+            }
+            alice_write
+        });
+        // Every BROADCAST_RESP: the server has queued every broadcast for bob.
+        let mut alice_read = BufReader::new(alice_read);
+        let mut text = String::new();
+        tokio::time::timeout(PATIENCE, async {
+            for _ in 0..COUNT {
+                text.clear();
+                alice_read.read_line(&mut text).await.unwrap();
+                assert_eq!(text, "BROADCAST_RESP {\"status\":\"OK\"}\n");
+            }
+        })
+        .await
+        .expect("alice's answers");
+        let _alice_write = sending.await.unwrap();
+        tokio::time::timeout(PATIENCE, async {
+            for i in 0..COUNT {
+                text.clear();
+                bob.read_line(&mut text).await.unwrap();
+                let expected = format!(
+                    "BROADCAST {{\"username\":\"alice\",\"message\":\"{i} {}\"}}\n",
+                    "x".repeat(900)
+                );
+                assert_eq!(text, expected, "line {i}");
+            }
+        })
+        .await
+        .expect("bob's broadcasts");
+        server.shutdown().await;
     }
 }

@@ -216,16 +216,7 @@ fn cases() -> Vec<Case> {
         Case::new("wrong-connection", || {
             Box::pin(hostile_servers::answers_the_latest_connection())
         })
-        .steps(
-            r#"
-  - A -> S: CONNECT alice
-  - S -> A: "CONNECT: OK"
-  - B -> S: CONNECT bob
-  - S -> B: "CONNECT: OK"
-  - A -> S: GET colour
-  - S -> A: GET blue
-"#,
-        ),
+        .steps(hostile_servers::TWO_SESSIONS),
         Case::new("nul", || {
             Box::pin(hostile_servers::replies_once(b"PUT: O\0K\n"))
         })

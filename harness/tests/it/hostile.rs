@@ -447,15 +447,13 @@ async fn sends_a_corrupt_tls_record_after_the_handshake() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_on_the_wrong_connection() {
     let target = servers::answers_the_latest_connection().await;
-    let steps = r#"
-  - A -> S: CONNECT alice
-  - S -> A: "CONNECT: OK"
-  - B -> S: CONNECT bob
-  - S -> B: "CONNECT: OK"
-  - A -> S: GET colour
-  - S -> A: GET blue
-"#;
-    let ran = run_case("wrong-connection", "", steps, options(&target)).await;
+    let ran = run_case(
+        "wrong-connection",
+        "",
+        servers::TWO_SESSIONS,
+        options(&target),
+    )
+    .await;
     ran.assert(Outcome::TimedOut, "no message on `A` within 1s");
     ran.snapshot("wrong_connection");
     let failure = ran.result.failure.as_ref().unwrap();

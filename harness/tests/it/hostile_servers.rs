@@ -314,6 +314,17 @@ pub async fn tls_corrupt_record() -> Target {
 /// The writing half of the connection a KV server answers on.
 type Answering = Arc<tokio::sync::Mutex<Option<WriteHalf<TlsStream<TcpStream>>>>>;
 
+/// Steps that catch [`answers_the_latest_connection`]: two sessions, and a request on the
+/// first one whose reply goes to the second.
+pub const TWO_SESSIONS: &str = r#"
+  - A -> S: CONNECT alice
+  - S -> A: "CONNECT: OK"
+  - B -> S: CONNECT bob
+  - S -> B: "CONNECT: OK"
+  - A -> S: GET colour
+  - S -> A: GET blue
+"#;
+
 /// A KV server that keeps its client in one global variable: each connection it accepts
 /// replaces the one before, so every reply goes to the connection opened last, whichever
 /// connection the request came on.

@@ -442,9 +442,8 @@ pub async fn run(
                 protocol,
                 opts: Arc::new(opts.clone()),
             }),
-            reference,
         };
-        batch.start(job);
+        batch.start(job, reference);
         if !together {
             let done = std::mem::replace(&mut batch, Batch::new(pool.clone(), opts));
             done.finish(&mut per_suite, reporter).await?;
@@ -830,8 +829,6 @@ struct SuiteJob {
     /// `serial: true` in `suite.yaml`: one scenario at a time.
     serial: bool,
     settings: ExecSettings,
-    /// The built-in server started for it, stopped when the suite is done.
-    reference: Option<ReferenceServer>,
     /// With a built-in server: how to start another one.
     own_servers: Option<OwnServers>,
 }
@@ -886,13 +883,12 @@ impl Batch {
         }
     }
 
-    fn start(&mut self, job: SuiteJob) {
+    /// Starts `job`; `reference`, its built-in server, is stopped when the suite is done.
+    fn start(&mut self, job: SuiteJob, reference: Option<ReferenceServer>) {
         let (pool, jobs, repeat) = (self.pool.clone(), self.jobs, self.repeat);
         let finished = self.finished.clone();
         self.suites.spawn(async move {
-            let mut job = job;
             let index = job.index;
-            let reference = job.reference.take();
             let results = run_suite(job, &pool, jobs, repeat, &finished).await;
             if let Some(r) = reference {
                 r.stop().await;

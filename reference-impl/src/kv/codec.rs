@@ -47,6 +47,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::io::Write as _;
 use std::str::FromStr;
 
 pub use super::auth::HASH_LEN;
@@ -355,7 +356,8 @@ impl Reply {
                 out.extend_from_slice(b"GET ");
                 out.extend_from_slice(value.as_bytes());
                 out.push(b'\n');
-                push_decimal(out, *crc);
+                // Writing into a Vec cannot fail.
+                let _ = write!(out, "{crc}");
                 out.extend_from_slice(lf.as_bytes());
             }
             other => {
@@ -366,21 +368,6 @@ impl Reply {
             }
         }
     }
-}
-
-/// Appends `n` in decimal, as `format!("{n}")` would, without allocating.
-fn push_decimal(out: &mut Vec<u8>, mut n: u32) {
-    let mut digits = [0u8; 10];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[start..]);
 }
 
 impl fmt::Display for Reply {
